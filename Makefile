@@ -1,0 +1,16 @@
+# Two commands do everything on a fresh clone:
+#   make serve   set up .venv, then serve the bundled offline model on http://127.0.0.1:8080
+#   make test    set up .venv, then run the full test suite
+.PHONY: setup serve demo test bench
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	printf '%s\n' "Paris is the capital and largest city of France." "Bananas are a yellow fruit rich in potassium." "The Eiffel Tower stands in Paris." | .venv/bin/rerankd rank --query "What is the capital of France?" --documents -
+
+test: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests
+
+bench: setup
+	.venv/bin/python benchmarks/rerank100.py

@@ -1,0 +1,48 @@
+"""The torch backend: CPU, CUDA and MPS, SDPA attention, inference mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rerankd._optional import require
+from rerankd.batching import PaddedBatch
+from rerankd.device import default_dtype, normalize_dtype, resolve_device, torch_dtype
+from rerankd.families import Family
+
+
+class TorchBackend:
+    """Runs a family's torch module on one device.
+
+    Example:
+        >>> backend = TorchBackend(family, device="cpu", dtype="bf16")   # doctest: +SKIP
+        >>> backend.run(pad_batch(sequences, family.pad_token_id))       # doctest: +SKIP
+    """
+
+    name = "torch"
+
+    def __init__(self, family: Family, device: str | None = None, dtype: str | None = None) -> None:
+        self.torch = require("torch")
+        from rerankd.backends.torch_modules import build_module
+
+        self.family = family
+        self.device = resolve_device(device)
+        self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
+        self.module = build_module(family, torch_dtype(self.dtype), self.device)
+        self.parameters = sum(p.numel() for p in self.module.parameters())
+
+    def run(self, batch: PaddedBatch) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            inputs: dict[str, Any] = {
+                "input_ids": torch.from_numpy(batch.input_ids).to(self.device),
+                "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device),
+            }
+            if batch.token_type_ids is not None:
+                inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(self.device)
+            out = self.module(**inputs)
+            return out.float().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters}

@@ -1,0 +1,1 @@
+"""One module per ``rerankd`` subcommand; each defines ``register(subparsers)``."""

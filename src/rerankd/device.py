@@ -1,0 +1,78 @@
+"""Device and precision choice: where a model runs and in which dtype, by default and on request."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from rerankd.errors import InputError
+
+DTYPES = ("float32", "bfloat16", "float16")
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
+
+
+def normalize_dtype(name: str | None) -> str | None:
+    """'bf16' → 'bfloat16' etc.; None or 'auto' → None (pick per device)."""
+    if name is None or str(name).lower() == "auto":
+        return None
+    key = str(name).lower().replace("torch.", "")
+    key = _DTYPE_ALIASES.get(key, key)
+    if key not in DTYPES:
+        raise InputError(f"unknown dtype {name!r}; use one of auto, fp32, bf16, fp16")
+    return key
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16)."""
+    flags = cpu_flags()
+    return bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' → cuda if available, else mps, else cpu; explicit names are checked."""
+    import torch
+
+    name = (device or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was asked for but Apple MPS is not available here; use --device cpu")
+    if not (name == "cpu" or name == "mps" or name.startswith("cuda")):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def default_dtype(device: str) -> str:
+    """bf16 where the hardware runs it fast, fp16 on MPS, fp32 otherwise."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device == "mps":
+        return "float16"
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]

@@ -1,0 +1,181 @@
+"""What every model family shares: how a request becomes token sequences, and how outputs become scores.
+
+A family is torch-free: it owns the tokenizer and the prompt format. A backend (torch, ONNX) turns a
+padded batch of sequences into one output per sequence: a scalar for pair scorers, a vector for
+bi-encoders. :meth:`Family.prepare` returns a :class:`PreparedRequest` whose ``finish`` turns those
+outputs back into one raw score per document.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from rerankd.errors import InputTooLargeError, ModelError
+
+FamilyKind = Literal["cross-encoder", "llm-yes-no", "bi-encoder"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One token sequence ready for a backend."""
+
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...] | None = None
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """The sequences of one (query, documents) request and how to turn their outputs into raw scores.
+
+    ``doc_sequences[i]`` is the sequence whose length and truncation describe document ``i``.
+    """
+
+    sequences: list[Encoded]
+    doc_sequences: list[int]
+    finish: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    """The model's fast (Rust) tokenizer, with no truncation or padding of its own.
+
+    transformers' AutoTokenizer is preferred because it is what the reference implementations use
+    (it may adjust the tokenizer.json it reads); without transformers, tokenizer.json is read directly.
+    """
+    tokenizer = None
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        AutoTokenizer = None  # type: ignore[assignment]
+    if AutoTokenizer is not None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer
+        except Exception as exc:  # noqa: BLE001 - any failure here means "no usable tokenizer"
+            raise ModelError(f"could not load the tokenizer of {model_dir}: {exc}") from exc
+    else:
+        from tokenizers import Tokenizer
+
+        path = model_dir / "tokenizer.json"
+        if not path.is_file():
+            raise ModelError(f"{model_dir} has no tokenizer.json; install transformers (pip install 'rerankd[torch]') to convert its tokenizer")
+        tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": sigmoid,
+    "identity": lambda x: np.asarray(x, dtype=np.float64),
+    "tanh": lambda x: np.tanh(np.asarray(x, dtype=np.float64)),
+}
+
+
+class Family(ABC):
+    """A reranker family: tokenization, prompt and score semantics, independent of the backend."""
+
+    kind: FamilyKind
+    #: "scalar": one float per sequence; "vector": one embedding per sequence.
+    output: Literal["scalar", "vector"] = "scalar"
+    padding_side: Literal["left", "right"] = "right"
+    activation: str = "sigmoid"
+
+    def __init__(self, model_dir: Path, config: dict[str, Any], tokenizer: Any, max_length: int) -> None:
+        self.model_dir = model_dir
+        self.config = config
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_token_id = self._pad_id()
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        return False
+
+    def _pad_id(self) -> int:
+        padding = self.tokenizer.padding
+        if padding and padding.get("pad_id") is not None:
+            return int(padding["pad_id"])
+        pad = self.config.get("pad_token_id")
+        if isinstance(pad, int):
+            return pad
+        for token in ("<pad>", "[PAD]", "<|endoftext|>"):
+            tid = self.tokenizer.token_to_id(token)
+            if tid is not None:
+                return int(tid)
+        return 0
+
+    @abstractmethod
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        max_doc_tokens: int | None = None,
+    ) -> PreparedRequest:
+        """Tokenize one request into sequences (documents are truncated, the query is kept)."""
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        """The model's activation: raw scores → normalized relevance scores."""
+        return ACTIVATIONS[self.activation](raw)
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.kind, "max_length": self.max_length, "activation": self.activation}
+
+    # -- helpers shared by the families -------------------------------------------------------------
+
+    def _encode_plain(self, texts: Sequence[str]) -> list[Any]:
+        return list(self.tokenizer.encode_batch(list(texts), add_special_tokens=False))
+
+    def _too_long(self, what: str, tokens: int, limit: int) -> InputTooLargeError:
+        return InputTooLargeError(
+            f"the {what} is {tokens} tokens but this model takes at most {limit} tokens for it "
+            f"(max_length {self.max_length}); shorten the {what} or raise max_length"
+        )
+
+
+def finite_or_raise(values: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(values)):
+        bad = int(np.sum(~np.isfinite(values)))
+        raise ModelError(f"the model produced {bad} non-finite score(s); try dtype float32")
+    return values
+
+
+def positive_int(value: Any, default: int) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        return default
+    return v if 0 < v < 10**7 else default
+
+
+__all__ = ["Encoded", "PreparedRequest", "Family", "FamilyKind", "load_tokenizer", "read_json", "sigmoid"]

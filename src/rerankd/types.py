@@ -1,0 +1,37 @@
+"""Small frozen result types returned by the public API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScoredDocument:
+    """One document's result.
+
+    ``score`` is the normalized relevance (the model's activation applied, e.g. sigmoid);
+    ``raw_score`` is the value before it (the logit, or the yes-no log-odds).
+    """
+
+    index: int
+    score: float
+    raw_score: float
+    truncated: bool = False
+    tokens: int = 0
+    document: str | None = None
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """The documents of one query, best first (or cut to ``top_n``)."""
+
+    query: str
+    results: list[ScoredDocument] = field(default_factory=list)
+    model: str = ""
+    total_tokens: int = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random models built once per test session, real tokenizers, real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import tiny_models  # noqa: E402
+
+SENTENCES = [
+    "Paris is the capital and largest city of France.",
+    "Bananas are a yellow fruit rich in potassium.",
+    "The Eiffel Tower was completed in 1889 for the World's Fair.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "The stock market fell sharply on Monday after weak earnings reports.",
+    "France borders Belgium, Germany, Switzerland, Italy and Spain.",
+]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+def _cached(models_dir: Path, name: str, build) -> Path:  # type: ignore[no-untyped-def]
+    out = models_dir / name
+    if not (out / "config.json").exists():
+        build(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bert_ce(models_dir: Path) -> Path:
+    return _cached(models_dir, "bert-ce", tiny_models.bert_cross_encoder)
+
+
+@pytest.fixture(scope="session")
+def bert_ce_2label(models_dir: Path) -> Path:
+    return _cached(models_dir, "bert-ce-2", lambda p: tiny_models.bert_cross_encoder(p, num_labels=2))
+
+
+@pytest.fixture(scope="session")
+def xlmr_ce(models_dir: Path) -> Path:
+    return _cached(models_dir, "xlmr-ce", tiny_models.xlmr_cross_encoder)
+
+
+@pytest.fixture(scope="session")
+def qwen3_lm(models_dir: Path) -> Path:
+    return _cached(models_dir, "qwen3-lm", tiny_models.qwen3_causal_lm)
+
+
+@pytest.fixture(scope="session")
+def qwen3_lm_untied(models_dir: Path) -> Path:
+    return _cached(models_dir, "qwen3-lm-untied", lambda p: tiny_models.qwen3_causal_lm(p, tie=False))
+
+
+@pytest.fixture(scope="session")
+def qwen3_seq_cls(models_dir: Path) -> Path:
+    return _cached(models_dir, "qwen3-seq-cls", tiny_models.qwen3_seq_cls)
+
+
+@pytest.fixture(scope="session")
+def bi_encoder(models_dir: Path) -> Path:
+    return _cached(models_dir, "bi-encoder", tiny_models.bi_encoder)
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return list(SENTENCES)

@@ -1,0 +1,131 @@
+"""Tiny random models of the real architectures, saved to disk the way the hub ships them.
+
+Weights are drawn with a large init range so that scores differ clearly between documents: parity
+tests on near-constant scores would pass for the wrong reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TOKENIZERS = SHARED / "tokenizers"
+DATA = SHARED / "data"
+MINILM_TOKENIZER = TOKENIZERS / "ms-marco-MiniLM-L-6-v2"
+QWEN3_TOKENIZER = TOKENIZERS / "qwen3"
+
+INIT_RANGE = 0.3
+
+
+def _seed() -> None:
+    import torch
+
+    torch.manual_seed(0)
+
+
+def _save(model, tokenizer, out: Path) -> Path:  # type: ignore[no-untyped-def]
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def bert_cross_encoder(out: Path, num_labels: int = 1) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    _seed()
+    tok = AutoTokenizer.from_pretrained(str(MINILM_TOKENIZER))
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=num_labels, max_position_embeddings=512, initializer_range=INIT_RANGE,
+    )
+    return _save(BertForSequenceClassification(cfg), tok, out)
+
+
+def xlmr_tokenizer(out: Path):  # type: ignore[no-untyped-def]
+    """An XLM-R (SentencePiece unigram) tokenizer trained on real SciFact text: none ships in shared/."""
+    from tokenizers import SentencePieceUnigramTokenizer
+    from transformers import XLMRobertaTokenizer
+
+    texts = []
+    with open(DATA / "scifact" / "corpus.jsonl", encoding="utf-8") as fh:
+        for _, line in zip(range(1500), fh):
+            texts.append(json.loads(line)["text"])
+    trainer = SentencePieceUnigramTokenizer()
+    trainer.train_from_iterator(texts, vocab_size=1500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk_token="<unk>")
+    vocab = [(piece, score) for piece, score in json.loads(trainer.to_str())["model"]["vocab"]]
+    return XLMRobertaTokenizer(vocab=vocab)
+
+
+def xlmr_cross_encoder(out: Path) -> Path:
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    tok = xlmr_tokenizer(out)
+    _seed()
+    cfg = XLMRobertaConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        num_labels=1, max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        initializer_range=INIT_RANGE, type_vocab_size=1,
+    )
+    return _save(XLMRobertaForSequenceClassification(cfg), tok, out)
+
+
+def _qwen3_config(**extra):  # type: ignore[no-untyped-def]
+    from transformers import Qwen3Config
+
+    real = json.loads((QWEN3_TOKENIZER / "config.json").read_text())
+    return Qwen3Config(
+        vocab_size=real["vocab_size"], hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, intermediate_size=64, max_position_embeddings=8192, tie_word_embeddings=True,
+        initializer_range=INIT_RANGE, rope_theta=real.get("rope_theta", 1000000), **extra,
+    )
+
+
+def qwen3_tokenizer():  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(QWEN3_TOKENIZER))
+
+
+def qwen3_causal_lm(out: Path, tie: bool = True) -> Path:
+    from transformers import Qwen3ForCausalLM
+
+    _seed()
+    cfg = _qwen3_config()
+    cfg.tie_word_embeddings = tie
+    return _save(Qwen3ForCausalLM(cfg), qwen3_tokenizer(), out)
+
+
+def qwen3_seq_cls(out: Path) -> Path:
+    """The converted 1-label form: score row = w_yes − w_no of a causal LM."""
+    import torch
+    from transformers import Qwen3ForCausalLM, Qwen3ForSequenceClassification
+
+    tok = qwen3_tokenizer()
+    _seed()
+    lm = Qwen3ForCausalLM(_qwen3_config())
+    cfg = _qwen3_config(num_labels=1, pad_token_id=tok.pad_token_id)
+    cls = Qwen3ForSequenceClassification(cfg)
+    cls.model.load_state_dict(lm.model.state_dict())
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    with torch.no_grad():
+        cls.score.weight.copy_((lm.lm_head.weight[yes] - lm.lm_head.weight[no]).unsqueeze(0))
+    return _save(cls, tok, out)
+
+
+def bi_encoder(out: Path) -> Path:
+    """A tiny BERT saved in the sentence-transformers layout (Transformer → mean Pooling → Normalize)."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    _seed()
+    tok = AutoTokenizer.from_pretrained(str(MINILM_TOKENIZER))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=512, initializer_range=INIT_RANGE)
+    raw = out.parent / (out.name + "-raw")
+    _save(BertModel(cfg), tok, raw)
+    transformer = models.Transformer(str(raw), max_seq_length=128)
+    pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(out))
+    return out

@@ -76,3 +76,13 @@ def torch_dtype(name: str) -> Any:
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def default_batch_tokens(device: str) -> int:
+    """Padded tokens per forward pass: small on CPU (caches), large on accelerators (parallelism).
+
+    Measured on the rerank-100 MiniLM shape on a 2-core AVX512-BF16 CPU: 2-4k tokens per batch ran
+    ~1.6x faster than 16k.
+    """
+    return 4096 if device == "cpu" else 32768
+

@@ -14,6 +14,7 @@ from rerankd.errors import (
     EmptyDocumentsError,
     EmptyQueryError,
     InferenceError,
+    InputError,
     InvalidDocumentError,
     RerankdError,
     TooManyDocumentsError,
@@ -117,14 +118,15 @@ class Reranker:
             batch_tokens: padded tokens per forward pass.
         """
         from rerankd.backends.registry import create_backend
+        from rerankd.device import default_batch_tokens
         from rerankd.families import load_family
         from rerankd.hub import resolve_model
 
         model_dir, name = resolve_model(model, revision)
         family = load_family(model_dir, max_length)
         engine_backend = create_backend(backend, family, device=device, dtype=dtype)
-        defaults = BatchLimits()
-        limits = BatchLimits(batch_tokens or defaults.max_tokens, max_batch_rows or defaults.max_rows)
+        device_name = str(getattr(engine_backend, "device", "cpu"))
+        limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)
         return cls(family, engine_backend, name=name, batch_limits=limits, max_documents=max_documents)
 
     # -- the pipeline, in steps the server reuses ---------------------------------------------------
@@ -203,7 +205,7 @@ class Reranker:
     ) -> list[RequestScores]:
         """Score several (query, documents) requests at once; their pairs share batches."""
         if len(queries) != len(documents):
-            raise InvalidDocumentError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
+            raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
         prepared = [
             self.prepare(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens) for q, docs in zip(queries, documents)
         ]
@@ -246,7 +248,7 @@ class Reranker:
     ) -> list[RerankResult]:
         """:meth:`rank` for many queries, their pairs batched together."""
         if top_n is not None and top_n < 0:
-            raise InvalidDocumentError(f"top_n must be 0 or more, got {top_n}")
+            raise InputError(f"top_n must be 0 or more, got {top_n}")
         all_scores = self.score_many(queries, documents, instruction=instruction, max_doc_tokens=max_doc_tokens, progress=progress)
         return [
             ranked(q, docs, s, top_n=top_n, return_documents=return_documents, model=self.name)

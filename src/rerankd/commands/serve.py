@@ -1,0 +1,112 @@
+"""``rerankd serve``: serve rerankers over HTTP (Cohere, Jina, TEI and vLLM APIs) with dynamic batching.
+
+Every option can also be set as ``RERANKD_<OPTION>``, e.g. ``RERANKD_API_KEY=...`` or
+``RERANKD_MODEL=bge=/models/bge,qwen=/models/qwen3`` (comma-separated for repeated options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from rerankd.commands.options import add_model_options, load_reranker
+from rerankd.errors import InputError
+
+
+def register(sub: Any) -> None:
+    defaults = _defaults()
+    parser = sub.add_parser("serve", help="serve rerankers over HTTP", description=__doc__,
+                            conflict_handler="resolve", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_options(parser)
+    # Replaces the single --model of add_model_options: a server may serve several models.
+    parser.add_argument("--model", "-m", action="append", default=None, metavar="[NAME=]MODEL",
+                        help="model directory or hub id, optionally with the name clients select it by; repeat to "
+                             "serve several (the first is the default). Default: the bundled all-MiniLM-L6-v2")
+    parser.add_argument("--host", default=defaults.host, help="interface to bind (0.0.0.0 to expose on the network)")
+    parser.add_argument("--port", type=int, default=defaults.port, help="TCP port")
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>' on the API routes")
+    parser.add_argument("--max-documents", type=int, default=defaults.max_documents, help="documents per request")
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size")
+    parser.add_argument("--max-request-tokens", type=int, default=defaults.max_request_tokens,
+                        help="tokens per request after tokenization")
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
+                        help="sequences waiting for inference per model before requests get 429")
+    parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms,
+                        help="how long to wait for more requests to merge into a part-full batch")
+    parser.add_argument("--tokenize-workers", type=int, default=defaults.tokenize_workers,
+                        help="threads tokenizing requests off the event loop")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
+    parser.set_defaults(run=run)
+
+
+def parse_model_spec(spec: str) -> tuple[str | None, str]:
+    """``NAME=MODEL`` → (NAME, MODEL); ``MODEL`` → (None, MODEL): the model's own name is served.
+
+    Example:
+        >>> parse_model_spec("bge=/models/bge-reranker-v2-m3")
+        ('bge', '/models/bge-reranker-v2-m3')
+        >>> parse_model_spec("BAAI/bge-reranker-v2-m3")
+        (None, 'BAAI/bge-reranker-v2-m3')
+    """
+    name, sep, model = spec.partition("=")
+    if sep and name and "/" not in name:
+        if not model:
+            raise InputError(f"--model {spec!r} names no model after '='; use NAME=MODEL")
+        return name, model
+    return None, spec
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    from rerankd.server.settings import ServerSettings
+
+    try:
+        return ServerSettings(
+            host=args.host, port=args.port, api_key=args.api_key or None, max_documents=args.max_documents,
+            max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens, max_queue=args.max_queue,
+            max_wait_ms=args.max_wait_ms, tokenize_workers=args.tokenize_workers, log_requests=not args.no_access_log,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def load_engines(args: argparse.Namespace, max_documents: int) -> dict[str, Any]:
+    """Served name → loaded reranker, in the order given (fails fast, before the port opens)."""
+    engines: dict[str, Any] = {}
+    for spec in args.model or [None]:
+        name, model = parse_model_spec(spec) if spec else (None, None)
+        reranker = load_reranker(args, model=model)
+        name = name or reranker.name
+        if name in engines:
+            raise InputError(f"two models are served as {name!r}; give them distinct names with NAME=MODEL")
+        # The server's own --max-documents is the cap clients see; the engine must not be stricter.
+        reranker.max_documents = max(reranker.max_documents, max_documents)
+        engines[name] = reranker
+        logging.getLogger("rerankd.server").info("loaded %s as %r: %s", model or "the bundled model", name,
+                                                 reranker.describe())
+    return engines
+
+
+def run(args: argparse.Namespace) -> int:
+    from rerankd._optional import require
+
+    uvicorn = require("uvicorn")
+    from rerankd.server.app import create_app
+
+    settings = settings_from(args)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(message)s")
+    engines = load_engines(args, settings.max_documents)
+    app = create_app(engines, settings)
+    # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish in-flight requests,
+    # then the app's lifespan lets the inference workers drain; the process exits 0.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=30)
+    return 0
+
+
+def _defaults() -> Any:
+    from rerankd.server.settings import ServerSettings
+
+    return ServerSettings()

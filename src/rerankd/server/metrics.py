@@ -1,0 +1,85 @@
+"""Prometheus metrics of one app, on its own registry (two apps in one process never collide)."""
+
+from __future__ import annotations
+
+from rerankd._optional import require
+
+_BATCH_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_BATCH_TOKENS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+_REQUESTS_PER_BATCH = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServerMetrics:
+    """The server's collectors; also the scheduler's :class:`~rerankd.server.scheduler.BatchObserver`.
+
+    Example:
+        >>> metrics = ServerMetrics()
+        >>> metrics.batch("m", rows=8, padded_tokens=1024, requests=3, seconds=0.01)
+        >>> b"rerankd_batch_requests_bucket" in metrics.render()[0]
+        True
+    """
+
+    def __init__(self) -> None:
+        prom = require("prometheus_client")
+        self._prom = prom
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.requests = prom.Counter("rerankd_requests", "HTTP requests answered", ["route", "status"], registry=r)
+        self.request_seconds = prom.Histogram("rerankd_request_duration_seconds", "HTTP request latency", ["route"],
+                                              buckets=_SECONDS, registry=r)
+        self.documents = prom.Counter("rerankd_documents", "documents scored", ["model"], registry=r)
+        self.tokens = prom.Counter("rerankd_tokens", "tokens scored (after truncation)", ["model"], registry=r)
+        self.errors = prom.Counter("rerankd_errors", "errors answered, by kind", ["kind"], registry=r)
+        self.depth = prom.Gauge("rerankd_queue_depth", "sequences waiting for inference", ["model"], registry=r)
+        self.batch_rows = prom.Histogram("rerankd_batch_size", "sequences per forward pass", ["model"],
+                                         buckets=_BATCH_ROWS, registry=r)
+        self.batch_tokens = prom.Histogram("rerankd_batch_tokens", "padded tokens per forward pass", ["model"],
+                                           buckets=_BATCH_TOKENS, registry=r)
+        self.batch_requests = prom.Histogram("rerankd_batch_requests", "distinct requests whose pairs share one forward pass",
+                                             ["model"], buckets=_REQUESTS_PER_BATCH, registry=r)
+        self.merged_batches = prom.Counter("rerankd_merged_batches", "forward passes holding pairs of 2 or more requests",
+                                           ["model"], registry=r)
+        self.stage_seconds = prom.Histogram("rerankd_stage_seconds", "time per stage: tokenize, queue, inference",
+                                            ["stage", "model"], buckets=_SECONDS, registry=r)
+        self.dropped_sequences = prom.Counter("rerankd_dropped_sequences", "queued sequences dropped because their "
+                                              "client disconnected or their request failed", ["model"], registry=r)
+        self.ready = prom.Gauge("rerankd_ready", "1 once every model is loaded and warmed", registry=r)
+
+    # -- BatchObserver ---------------------------------------------------------------------------------
+
+    def queue_depth(self, model: str, sequences: int) -> None:
+        self.depth.labels(model).set(sequences)
+
+    def batch(self, model: str, *, rows: int, padded_tokens: int, requests: int, seconds: float) -> None:
+        self.batch_rows.labels(model).observe(rows)
+        self.batch_tokens.labels(model).observe(padded_tokens)
+        self.batch_requests.labels(model).observe(requests)
+        if requests > 1:
+            self.merged_batches.labels(model).inc()
+        self.stage_seconds.labels("inference", model).observe(seconds)
+
+    def queue_wait(self, model: str, seconds: float) -> None:
+        self.stage_seconds.labels("queue", model).observe(seconds)
+
+    def dropped(self, model: str, sequences: int) -> None:
+        self.dropped_sequences.labels(model).inc(sequences)
+
+    # -- the server's own -----------------------------------------------------------------------------
+
+    def tokenized(self, model: str, seconds: float) -> None:
+        self.stage_seconds.labels("tokenize", model).observe(seconds)
+
+    def scored(self, model: str, documents: int, tokens: int) -> None:
+        self.documents.labels(model).inc(documents)
+        self.tokens.labels(model).inc(tokens)
+
+    def answered(self, route: str, status: int, seconds: float, error_kind: str | None) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+        if error_kind:
+            self.errors.labels(error_kind).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST

@@ -1,0 +1,296 @@
+"""Request and response models of every rerank dialect the server speaks (pydantic only, no serving logic).
+
+Each request model converts itself into the server's internal parameters with ``to_params()``, so the
+routes stay thin and every dialect goes through the same scoring path. The response models are the
+contract the tests check responses against.
+
+Dialects (see ../shared/API.md): Cohere v1/v2, Jina, vLLM and Infinity share :class:`RerankRequest`;
+text-embeddings-inference (TEI) sends ``texts`` and gets a bare array (:class:`TeiRerankRequest`);
+vLLM's ``/score`` takes ``text_1``/``text_2`` or ``queries``/``documents`` (:class:`ScoreRequest`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from rerankd.errors import InputError, InvalidDocumentError, TooManyDocumentsError
+
+# -- internal parameters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RerankParams:
+    """One (query, documents) request in the server's own terms, whatever dialect it came in."""
+
+    model: str | None
+    query: str
+    documents: list[str]
+    #: what ``return_documents`` echoes back, one per document: ``{"text": ...}`` or the object as sent.
+    returned: list[dict[str, Any]]
+    top_n: int | None = None
+    return_documents: bool = False
+    raw_scores: bool = False
+    instruction: str | None = None
+    max_doc_tokens: int | None = None
+    #: False: a document that does not fit is an error (TEI's ``truncate: false``), not silently cut.
+    truncate: bool = True
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """vLLM ``/score``: (query, document) pairs, scored in input order."""
+
+    model: str | None
+    pairs: list[tuple[str, str]]
+    raw_scores: bool = False
+    instruction: str | None = None
+    max_doc_tokens: int | None = None
+
+
+def check_document_count(count: int, max_documents: int) -> None:
+    """413 before any tokenization when a request is over the server's per-request cap."""
+    if count > max_documents:
+        raise TooManyDocumentsError(
+            f"{count} documents were sent but this server takes at most {max_documents} per request "
+            "(--max-documents); split the request into several"
+        )
+
+
+def _document_text(index: int, document: str | dict[str, Any], rank_fields: list[str] | None) -> str:
+    if isinstance(document, str):
+        return document
+    if rank_fields:
+        # Cohere v1: the selected fields are ranked as "field: value" lines, in the order asked for.
+        missing = [f for f in rank_fields if f not in document]
+        if missing:
+            raise InvalidDocumentError(f"document {index} has no field {missing[0]!r} named in rank_fields")
+        return "\n".join(f"{field}: {document[field]}" for field in rank_fields)
+    text = document.get("text")
+    if isinstance(text, str):
+        return text
+    kinds = ", ".join(sorted(k for k in document if k != "text")) or "no fields"
+    raise InvalidDocumentError(
+        f'document {index} is an object without a "text" string ({kinds}); send text documents '
+        'as strings or {"text": "..."} (image and multimodal documents are not supported by text rerankers)'
+    )
+
+
+# -- requests -----------------------------------------------------------------------------------------
+
+
+class RerankRequest(BaseModel):
+    """Cohere v1/v2, Jina, vLLM and Infinity rerank request.
+
+    Example:
+        >>> RerankRequest(query="q", documents=["a", {"text": "b"}], top_n=1).to_params(1000).documents
+        ['a', 'b']
+    """
+
+    # Clients send their own extras (vLLM's truncate_prompt_tokens, Cohere's max_chunks_per_doc...):
+    # ignore them rather than fail a client that works against the other servers.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="served model name; the first served model when omitted")
+    query: str = Field(description="the text to rank documents against")
+    documents: list[Union[str, dict[str, Any]]] = Field(description='strings, or objects with a "text" field')
+    top_n: int | None = Field(None, ge=0, description="keep the best N (0 or omitted: all)")
+    top_k: int | None = Field(None, ge=0, description="alias of top_n (Voyage, Mixedbread)")
+    return_documents: bool = Field(False, description="echo each document back in its result")
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="cut each document to this many tokens")
+    instruction: str | None = Field(None, description="task instruction for LLM rerankers")
+    raw_scores: bool = Field(False, description="return the model's raw score (logit) instead of the normalized one")
+    rank_fields: list[str] | None = Field(None, description="Cohere v1: which fields of object documents to rank on")
+
+    def to_params(self, max_documents: int) -> RerankParams:
+        check_document_count(len(self.documents), max_documents)
+        texts = [_document_text(i, d, self.rank_fields) for i, d in enumerate(self.documents)]
+        returned = [d if isinstance(d, dict) else {"text": d} for d in self.documents]
+        return RerankParams(
+            model=self.model, query=self.query, documents=texts, returned=returned,
+            top_n=self.top_n if self.top_n is not None else self.top_k,
+            return_documents=self.return_documents, raw_scores=self.raw_scores,
+            instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc,
+        )
+
+
+class TeiRerankRequest(BaseModel):
+    """text-embeddings-inference rerank request (it is recognised by its ``texts`` field).
+
+    Example:
+        >>> TeiRerankRequest(query="q", texts=["a"], return_text=True).to_params(1000).return_documents
+        True
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: str
+    texts: list[str]
+    model: str | None = None
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool | None = Field(None, description="false: a text longer than the model's limit is an error")
+    truncation_direction: str = Field("right", description="only right truncation (keep the start) is supported")
+    top_n: int | None = Field(None, ge=0, description="not in TEI itself: keep the best N")
+
+    def to_params(self, max_documents: int) -> RerankParams:
+        check_document_count(len(self.texts), max_documents)
+        if self.truncation_direction.lower() != "right":
+            raise InputError(
+                f"truncation_direction {self.truncation_direction!r} is not supported; rerankd keeps the start "
+                'of a document ("right")'
+            )
+        return RerankParams(
+            model=self.model, query=self.query, documents=list(self.texts), returned=[{"text": t} for t in self.texts],
+            top_n=self.top_n, return_documents=self.return_text, raw_scores=self.raw_scores,
+            truncate=self.truncate is not False,
+        )
+
+
+def is_tei_body(body: Any) -> bool:
+    """TEI requests are the ones that send ``texts`` (API.md: answer in TEI's shape only then)."""
+    return isinstance(body, dict) and "texts" in body
+
+
+class ScoreRequest(BaseModel):
+    """vLLM ``/score``: ``text_1`` against ``text_2`` (or ``queries`` against ``documents``).
+
+    One query against N documents, or N queries paired with N documents one to one.
+
+    Example:
+        >>> ScoreRequest(text_1="q", text_2=["a", "b"]).to_params(1000).pairs
+        [('q', 'a'), ('q', 'b')]
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    text_1: Union[str, list[str], None] = None
+    text_2: Union[str, list[str], None] = None
+    queries: Union[str, list[str], None] = None
+    documents: Union[str, list[str], None] = None
+    raw_scores: bool = False
+    instruction: str | None = None
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+
+    def to_params(self, max_documents: int) -> ScoreParams:
+        left = self.text_1 if self.text_1 is not None else self.queries
+        right = self.text_2 if self.text_2 is not None else self.documents
+        if left is None or right is None:
+            raise InputError("send text_1 and text_2 (or queries and documents)")
+        lefts = [left] if isinstance(left, str) else list(left)
+        rights = [right] if isinstance(right, str) else list(right)
+        if not lefts or not rights:
+            raise InputError("text_1 and text_2 must not be empty lists")
+        if len(lefts) == 1:
+            lefts = lefts * len(rights)
+        if len(lefts) != len(rights):
+            raise InputError(
+                f"text_1 has {len(lefts)} texts and text_2 has {len(rights)}; send one text_1, or as many as text_2"
+            )
+        check_document_count(len(rights), max_documents)
+        return ScoreParams(model=self.model, pairs=list(zip(lefts, rights)), raw_scores=self.raw_scores,
+                           instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc)
+
+
+# -- responses ----------------------------------------------------------------------------------------
+
+
+class ResultDocument(BaseModel):
+    """A returned document: ``{"text": ...}``, or the object the client sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str | None = None
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    #: Left out (not null) unless the request asked for documents: strict clients reject null.
+    document: ResultDocument | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int
+
+
+class Meta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class RerankResponse(BaseModel):
+    """Cohere v1/v2 + Jina + vLLM response (each reads the fields it knows)."""
+
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+    meta: Meta
+
+
+class TeiRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TeiRerankResponse(RootModel[list[TeiRank]]):
+    """TEI's bare array, best first."""
+
+
+class ScoreData(BaseModel):
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    id: str
+    object: Literal["list"] = "list"
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rerankd"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """``{"error": {"type": ..., "message": ...}}``: every error outside TEI-shaped requests."""
+
+    error: ErrorDetail
+
+
+class TeiErrorResponse(BaseModel):
+    """TEI's error shape, for TEI-shaped requests."""
+
+    error: str
+    error_type: Literal["validation", "tokenizer", "backend", "overloaded", "empty", "unauthorized", "unavailable"]

@@ -1,0 +1,226 @@
+"""Serving logic between the routes and the engines: resolve the model, tokenize off the event loop,
+queue for batched inference, finish the scores and shape each dialect's answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
+
+from rerankd.engine import Reranker, RequestScores, ranked
+from rerankd.errors import InputTooLargeError, ModelNotFoundError
+from rerankd.server.errors import ClientDisconnected
+from rerankd.server.metrics import ServerMetrics
+from rerankd.server.protocol import RerankParams, ScoreParams
+from rerankd.server.scheduler import BatchScheduler
+from rerankd.server.settings import ServerSettings
+from rerankd.types import RerankResult
+
+log = logging.getLogger("rerankd.server")
+T = TypeVar("T")
+
+WARMUP_QUERY = "warm up"
+WARMUP_DOCUMENTS = ["rerankd warms each model with one small batch before it reports ready."]
+
+
+class RerankService:
+    """The served models, their schedulers and the tokenizer pool.
+
+    Example:
+        >>> service = RerankService({"m": reranker}, ServerSettings(), ServerMetrics())    # doctest: +SKIP
+        >>> name, result = await service.rerank(params)                                    # doctest: +SKIP
+    """
+
+    def __init__(self, engines: Mapping[str, Reranker], settings: ServerSettings, metrics: ServerMetrics) -> None:
+        if not engines:
+            raise ValueError("serve at least one model")
+        self.engines = dict(engines)
+        self.default_model = next(iter(self.engines))
+        self.settings = settings
+        self.metrics = metrics
+        self.ready = False
+        self.created = int(time.time())
+        self.schedulers = {
+            name: BatchScheduler(engine, name=name, max_wait_s=settings.max_wait_ms / 1000.0,
+                                 max_queue=settings.max_queue, observer=metrics)
+            for name, engine in self.engines.items()
+        }
+        self._pool = ThreadPoolExecutor(settings.tokenize_workers, thread_name_prefix="rerankd-tokenize")
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.start()
+
+    async def warm_up(self) -> None:
+        """One small batch through each model, then ``ready``; a model that fails leaves it false."""
+        loop = asyncio.get_running_loop()
+        try:
+            for name, engine in self.engines.items():
+                started = time.perf_counter()
+                await loop.run_in_executor(self._pool, _warm, engine)
+                log.info("model %s warmed in %.2fs", name, time.perf_counter() - started)
+        except Exception:  # noqa: BLE001 - logged; /ready stays false so no traffic is routed here
+            log.exception("warm-up failed; /ready stays false")
+            return
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    def close(self) -> None:
+        """Let queued work finish, then stop the workers (called after the HTTP server drained)."""
+        self.ready = False
+        self.metrics.ready.set(0)
+        for scheduler in self.schedulers.values():
+            scheduler.close()
+        self._pool.shutdown(wait=True)
+
+    # -- scoring -------------------------------------------------------------------------------------
+
+    def resolve(self, model: str | None) -> str:
+        """The served name a request's ``model`` field picks (the first served model when omitted)."""
+        if model is None or model == "":
+            return self.default_model
+        if model in self.engines:
+            return model
+        served = ", ".join(repr(name) for name in self.engines)
+        raise ModelNotFoundError(f"model {model!r} is not served here; served models: {served}")
+
+    async def score(
+        self,
+        name: str,
+        query: str,
+        documents: list[str],
+        *,
+        instruction: str | None = None,
+        max_doc_tokens: int | None = None,
+        truncate: bool = True,
+    ) -> RequestScores:
+        """Scores of one query's documents: tokenized in the pool, inferred in shared batches."""
+        engine = self.engines[name]
+        started = time.perf_counter()
+        prepared = await asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(engine.prepare, query, documents, instruction=instruction, max_doc_tokens=max_doc_tokens)
+        )
+        self.metrics.tokenized(name, time.perf_counter() - started)
+        if prepared.total_tokens > self.settings.max_request_tokens:
+            raise InputTooLargeError(
+                f"the request is {prepared.total_tokens} tokens after tokenization but this server takes at most "
+                f"{self.settings.max_request_tokens} per request (--max-request-tokens); send fewer or shorter documents"
+            )
+        if not truncate:
+            cut = [i for i, seq in enumerate(prepared.doc_sequences) if prepared.sequences[seq].truncated]
+            if cut:
+                raise InputTooLargeError(
+                    f"document {cut[0]} does not fit the model's {engine.family.max_length}-token input "
+                    f"({len(cut)} document(s) would be truncated); send truncate: true or shorter texts"
+                )
+        outputs = await self.schedulers[name].submit(prepared.sequences)
+        scores = engine.finish(prepared, outputs)
+        self.metrics.scored(name, len(documents), prepared.total_tokens)
+        return scores
+
+    async def rerank(self, params: RerankParams) -> tuple[str, RerankResult]:
+        name = self.resolve(params.model)
+        scores = await self.score(name, params.query, params.documents, instruction=params.instruction,
+                                  max_doc_tokens=params.max_doc_tokens, truncate=params.truncate)
+        return name, ranked(params.query, params.documents, scores, top_n=params.top_n, model=name)
+
+    async def score_pairs(self, params: ScoreParams) -> tuple[str, list[float], int]:
+        """vLLM ``/score``: one score per pair in input order, pairs grouped by query to share tokenization."""
+        name = self.resolve(params.model)
+        groups: dict[str, list[int]] = {}
+        for i, (query, _) in enumerate(params.pairs):
+            groups.setdefault(query, []).append(i)
+        results = await asyncio.gather(*(
+            self.score(name, query, [params.pairs[i][1] for i in rows], instruction=params.instruction,
+                       max_doc_tokens=params.max_doc_tokens)
+            for query, rows in groups.items()
+        ))
+        values = [0.0] * len(params.pairs)
+        for rows, scores in zip(groups.values(), results):
+            chosen = scores.raw if params.raw_scores else scores.normalized
+            for row, value in zip(rows, chosen):
+                values[row] = float(value)
+        return name, values, sum(s.total_tokens for s in results)
+
+    def describe(self) -> dict[str, Any]:
+        return {name: engine.describe() for name, engine in self.engines.items()}
+
+
+# -- the answer of each dialect ------------------------------------------------------------------------
+
+
+def rerank_response(request_id: str, name: str, result: RerankResult, params: RerankParams, api_version: str) -> dict[str, Any]:
+    """Cohere / Jina / vLLM body; ``document`` is left out, not null, unless it was asked for."""
+    results = []
+    for r in result.results:
+        item: dict[str, Any] = {"index": r.index, "relevance_score": r.raw_score if params.raw_scores else r.score}
+        if params.return_documents:
+            item["document"] = params.returned[r.index]
+        results.append(item)
+    return {
+        "id": request_id,
+        "model": name,
+        "results": results,
+        "usage": {"prompt_tokens": result.total_tokens, "total_tokens": result.total_tokens},
+        "meta": {"api_version": {"version": api_version},
+                 "billed_units": {"search_units": max(1, math.ceil(len(params.documents) / 100))}},
+    }
+
+
+def tei_response(result: RerankResult, params: RerankParams) -> list[dict[str, Any]]:
+    """TEI's bare array, best first."""
+    out = []
+    for r in result.results:
+        item: dict[str, Any] = {"index": r.index, "score": r.raw_score if params.raw_scores else r.score}
+        if params.return_documents:
+            item["text"] = params.documents[r.index]
+        out.append(item)
+    return out
+
+
+def score_response(request_id: str, name: str, values: list[float], tokens: int, created: int) -> dict[str, Any]:
+    return {
+        "id": f"score-{request_id}", "object": "list", "created": created, "model": name,
+        "data": [{"index": i, "object": "score", "score": v} for i, v in enumerate(values)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+async def unless_disconnected(receive: Callable[[], Awaitable[dict[str, Any]]], work: Awaitable[T]) -> T:
+    """Run ``work`` but give up (cancelling it, so its queued sequences are dropped) if the client leaves.
+
+    ``receive`` is the ASGI receive channel after the body was read: its next message is
+    ``http.disconnect`` when the client closes the connection.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected("the client closed the connection before the answer was ready")
+
+
+async def _wait_for_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _warm(engine: Reranker) -> None:
+    prepared = engine.prepare(WARMUP_QUERY, WARMUP_DOCUMENTS)
+    engine.forward(prepared.sequences)

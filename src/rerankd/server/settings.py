@@ -1,0 +1,47 @@
+"""The server's limits and batching knobs, as one frozen value (the CLI fills it; nothing reads env here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server listens, what it accepts, and how long it waits to merge requests into batches.
+
+    Attributes:
+        host: interface to bind (loopback by default: exposing a server is a deliberate choice).
+        port: TCP port.
+        api_key: when set, every API route needs ``Authorization: Bearer <api_key>``.
+        max_documents: documents per request; more is answered 413.
+        max_body_bytes: request body size; more is answered 413 (checked on Content-Length and while reading).
+        max_request_tokens: tokens of one request after tokenization; more is answered 413.
+        max_queue: sequences waiting for inference per model; a request that would go over is answered 429.
+        max_wait_ms: how long the inference worker waits for more requests before running a part-full batch.
+        tokenize_workers: threads that tokenize requests off the event loop.
+        log_requests: one JSON log line per request.
+
+    Example:
+        >>> ServerSettings(max_documents=100).max_documents
+        100
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    max_documents: int = 1000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_request_tokens: int = 1_000_000
+    max_queue: int = 16_384
+    max_wait_ms: float = 2.0
+    tokenize_workers: int = 2
+    log_requests: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_documents", "max_body_bytes", "max_request_tokens", "max_queue", "tokenize_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")

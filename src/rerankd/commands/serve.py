@@ -100,10 +100,28 @@ def run(args: argparse.Namespace) -> int:
     engines = load_engines(args, settings.max_documents)
     app = create_app(engines, settings)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish in-flight requests,
-    # then the app's lifespan lets the inference workers drain; the process exits 0.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=30)
+    # then the app's lifespan lets the inference workers drain. Afterwards uvicorn re-raises the signal
+    # to the handler it found; ours ignores it, because a drained server has exited cleanly: status 0.
+    previous = _swap_sigterm(_drained)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
+                    timeout_graceful_shutdown=30)
+    finally:
+        _swap_sigterm(previous)
     return 0
+
+
+def _drained(signum: int, frame: Any) -> None:
+    logging.getLogger("rerankd.server").info("shut down cleanly after signal %d", signum)
+
+
+def _swap_sigterm(handler: Any) -> Any:
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _defaults() -> Any:

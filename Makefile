@@ -6,6 +6,9 @@
 setup:
 	./scripts/setup.sh
 
+serve: setup
+	HF_HUB_OFFLINE=1 .venv/bin/rerankd serve
+
 demo: setup
 	printf '%s\n' "Paris is the capital and largest city of France." "Bananas are a yellow fruit rich in potassium." "The Eiffel Tower stands in Paris." | .venv/bin/rerankd rank --query "What is the capital of France?" --documents -
 

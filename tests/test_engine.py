@@ -95,3 +95,13 @@ def test_describe_names_family_device_dtype(engines: dict[str, Reranker]) -> Non
 
 def test_model_dir_path_object_loads(bert_ce: Path) -> None:
     assert Reranker.from_pretrained(str(bert_ce)).family.kind == "cross-encoder"
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_packed_cpu_path_equals_padded_path(name: str, engines: dict[str, Reranker], sentences: list[str]) -> None:
+    from rerankd.backends.torch_backend import TorchBackend
+
+    engine = engines[name]
+    assert engine.describe()["packed"] is True  # the CPU default for these architectures
+    padded = Reranker(engine.family, TorchBackend(engine.family, device="cpu", dtype="fp32", packed=False))
+    np.testing.assert_allclose(engine.score(QUERY, sentences * 2, raw=True), padded.score(QUERY, sentences * 2, raw=True), atol=1e-5)

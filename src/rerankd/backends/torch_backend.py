@@ -22,8 +22,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, family: Family, device: str | None = None, dtype: str | None = None) -> None:
+    def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None) -> None:
         self.torch = require("torch")
+        from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
 
         self.family = family
@@ -31,6 +32,10 @@ class TorchBackend:
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
         self.module = build_module(family, torch_dtype(self.dtype), self.device)
         self.parameters = sum(p.numel() for p in self.module.parameters())
+        # Packing pays on CPUs (see backends/packed.py); accelerators run padded batches well.
+        self.packed = supports_packing(family) and self.device == "cpu" if packed is None else packed
+        if self.packed:
+            self.module = packed_module(family, self.module)
 
     def run(self, batch: PaddedBatch) -> np.ndarray:
         torch = self.torch
@@ -45,4 +50,5 @@ class TorchBackend:
             return out.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters}
+        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters,
+                "packed": self.packed}

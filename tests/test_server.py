@@ -50,6 +50,27 @@ class FlakyBackend:
         return self.inner.describe()
 
 
+class GatedBackend:
+    """A real backend that waits for ``gate`` before each batch and records the batches it ran."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.seen: list[np.ndarray] = []
+
+    def run(self, batch: PaddedBatch) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(30)
+        self.seen.append(batch.input_ids)
+        return self.inner.run(batch)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+
 class LiveServer:
     """uvicorn serving an app on 127.0.0.1:<free port> in a background thread."""
 
@@ -89,7 +110,8 @@ def engines(bert_ce: Path, qwen3_lm: Path) -> dict[str, Reranker]:
     assert marker_id is not None
     flaky = Reranker(flaky_base.family, FlakyBackend(flaky_base.backend, marker_id), name="flaky",
                      batch_limits=flaky_base.batch_limits)
-    return {"bert": bert, "qwen": qwen, "flaky": flaky}
+    gated = Reranker(flaky_base.family, GatedBackend(flaky_base.backend), name="gated", batch_limits=flaky_base.batch_limits)
+    return {"bert": bert, "qwen": qwen, "flaky": flaky, "gated": gated}
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +232,7 @@ def test_vllm_score(client: httpx.Client, engines: dict[str, Reranker], sentence
 
 def test_models_health_ready_info_docs(client: httpx.Client, server: LiveServer) -> None:
     models = ModelList.model_validate(client.get("/v1/models").json())
-    assert [m.id for m in models.data] == ["bert", "qwen", "flaky"]
+    assert [m.id for m in models.data] == ["bert", "qwen", "flaky", "gated"]
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"status": "ready"}
     info = client.get("/info").json()
@@ -379,6 +401,36 @@ def test_failing_batch_fails_its_requests_only(server: LiveServer, client: httpx
     after = client.post("/v1/rerank", json=good)
     assert after.status_code == 200 and len(after.json()["results"]) == 2
     assert _metric(server, "rerankd_errors_total", kind="inference_error") >= 2
+
+
+def test_work_of_a_disconnected_client_is_dropped_before_inference(server: LiveServer, engines: dict[str, Reranker]) -> None:
+    backend: GatedBackend = engines["gated"].backend  # type: ignore[assignment]
+    marker_id = engines["gated"].family.tokenizer.token_to_id("banana")
+    assert marker_id is not None
+    backend.gate.clear()
+    backend.entered.clear()
+    try:
+        holder: dict[str, httpx.Response] = {}
+        first = threading.Thread(target=lambda: holder.setdefault("r", httpx.post(
+            f"{server.url}/v1/rerank", headers=AUTH, timeout=30,
+            json={"model": "gated", "query": QUERY, "documents": ["Paris is in France."]})))
+        first.start()
+        assert backend.entered.wait(10)  # the worker is now busy with the first request
+        dropped_before = _metric(server, "rerankd_dropped_sequences_total", model="gated")
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+            httpx.post(f"{server.url}/v1/rerank", headers=AUTH, timeout=0.5,
+                       json={"model": "gated", "query": QUERY, "documents": ["banana one", "banana two", "banana three"]})
+        time.sleep(0.3)
+    finally:
+        backend.gate.set()
+    first.join(30)
+    assert holder["r"].status_code == 200
+    deadline = time.monotonic() + 10
+    while _metric(server, "rerankd_dropped_sequences_total", model="gated") - dropped_before < 3:
+        assert time.monotonic() < deadline, "the abandoned request's sequences were not dropped"
+        time.sleep(0.05)
+    assert not any((ids == marker_id).any() for ids in backend.seen), "abandoned work reached the backend"
+    assert _metric(server, "rerankd_requests_total", route="/v1/rerank", status="499") >= 1
 
 
 def test_metrics_cover_the_stages(server: LiveServer, client: httpx.Client) -> None:

@@ -162,7 +162,7 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
         ctx: RequestContext = request.state.ctx
         ctx.tei = isinstance(body, TeiRerankRequest)
         params = body.to_params(settings.max_documents)
-        ctx.documents = len(params.documents)
+        ctx.model, ctx.documents = params.model or service.default_model, len(params.documents)
         name, result = await unless_disconnected(request.receive, service.rerank(params))
         ctx.model, ctx.tokens = name, result.total_tokens
         if ctx.tei:
@@ -181,7 +181,7 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
     async def score(request: Request, body: ScoreRequest) -> Response:
         ctx: RequestContext = request.state.ctx
         params = body.to_params(settings.max_documents)
-        ctx.documents = len(params.pairs)
+        ctx.model, ctx.documents = params.model or service.default_model, len(params.pairs)
         name, values, tokens = await unless_disconnected(request.receive, service.score_pairs(params))
         ctx.model, ctx.tokens = name, tokens
         return JSONResponse(score_response(ctx.id, name, values, tokens, int(time.time())))

@@ -9,7 +9,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from rerankd.engine import Reranker, RequestScores, ranked
 from rerankd.errors import InputTooLargeError, ModelNotFoundError
@@ -157,16 +157,10 @@ class RerankService:
 
 def rerank_response(request_id: str, name: str, result: RerankResult, params: RerankParams, api_version: str) -> dict[str, Any]:
     """Cohere / Jina / vLLM body; ``document`` is left out, not null, unless it was asked for."""
-    results = []
-    for r in result.results:
-        item: dict[str, Any] = {"index": r.index, "relevance_score": r.raw_score if params.raw_scores else r.score}
-        if params.return_documents:
-            item["document"] = params.returned[r.index]
-        results.append(item)
     return {
         "id": request_id,
         "model": name,
-        "results": results,
+        "results": _result_items(result, params, "relevance_score", "document", params.returned),
         "usage": {"prompt_tokens": result.total_tokens, "total_tokens": result.total_tokens},
         "meta": {"api_version": {"version": api_version},
                  "billed_units": {"search_units": max(1, math.ceil(len(params.documents) / 100))}},
@@ -175,13 +169,18 @@ def rerank_response(request_id: str, name: str, result: RerankResult, params: Re
 
 def tei_response(result: RerankResult, params: RerankParams) -> list[dict[str, Any]]:
     """TEI's bare array, best first."""
-    out = []
+    return _result_items(result, params, "score", "text", params.documents)
+
+
+def _result_items(result: RerankResult, params: RerankParams, score_key: str, document_key: str,
+                  documents: Sequence[Any]) -> list[dict[str, Any]]:
+    items = []
     for r in result.results:
-        item: dict[str, Any] = {"index": r.index, "score": r.raw_score if params.raw_scores else r.score}
-        if params.return_documents:
-            item["text"] = params.documents[r.index]
-        out.append(item)
-    return out
+        item: dict[str, Any] = {"index": r.index, score_key: r.raw_score if params.raw_scores else r.score}
+        if params.return_documents:  # only then: a null document breaks strict clients
+            item[document_key] = documents[r.index]
+        items.append(item)
+    return items
 
 
 def score_response(request_id: str, name: str, values: list[float], tokens: int, created: int) -> dict[str, Any]:

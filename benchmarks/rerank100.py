@@ -31,16 +31,20 @@ def main() -> None:
     rows = []
     for shape in args.shapes:
         model_dir = workload.build_shape(shape, args.models_dir / shape)
-        reranker = Reranker.from_pretrained(str(model_dir))  # the default path: auto device and dtype
+        reranker = Reranker.from_pretrained(str(model_dir))  # the default path: auto device, dtype and packing
+        print(f"{shape}: {reranker.describe()}", flush=True)
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         docs = workload.make_documents(tok, workload.doc_token_lengths(workload.docs_for(shape)))
         n = len(docs)
         flops = workload.useful_flops(model_dir, [len(s) for s in reranker.prepare(workload.QUERY, docs).sequences])
-        ours = workload.median_time(lambda: reranker.score(workload.QUERY, docs), reps=args.reps)
-        del reranker
-        naive = workload.median_time(lambda run=workload.naive_scorer(model_dir, shape): run(workload.QUERY, docs), reps=max(1, args.reps - 1))
+        naive_run = workload.naive_scorer(model_dir, shape)
+        times = workload.interleaved_times(
+            {"rerankd": lambda: reranker.score(workload.QUERY, docs), "naive": lambda: naive_run(workload.QUERY, docs)}, reps=args.reps
+        )
+        ours, naive = times["rerankd"], times["naive"]
+        del reranker, naive_run
         rows.append((shape, n, n / naive, n / ours, naive / ours, flops / ours / ceiling))
         print(f"{shape}: naive {n / naive:.2f} pairs/s, rerankd {n / ours:.2f} pairs/s, {naive / ours:.1f}x", flush=True)
 

@@ -133,6 +133,19 @@ def bf16_gemm_ceiling(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / ((time.perf_counter() - start) / reps)
 
 
+def interleaved_times(fns: dict[str, Callable[[], Any]], reps: int = 3) -> dict[str, float]:
+    """Median seconds of each function, run in turns so that noise on a shared machine hits all alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def median_time(fn: Callable[[], Any], reps: int = 3, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -158,11 +171,14 @@ def naive_scorer(model_dir: Path, shape: str) -> Callable[[str, list[str]], None
     batch = 32 if shape != "qwen" else 8
 
     def run(query: str, docs: list[str]) -> None:
+        from rerankd.families.llm_yes_no import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, format_body
+
         with torch.inference_mode():
             for i in range(0, len(docs), batch):
                 chunk = docs[i : i + batch]
-                if shape == "qwen":
-                    enc = tok([f"<Query>: {query}\n<Document>: {d}" for d in chunk], padding=True, return_tensors="pt")
+                if shape == "qwen":  # the official prompt, so both sides score the same tokens
+                    texts = [PREFIX + format_body(DEFAULT_INSTRUCTION, query, d) + SUFFIX for d in chunk]
+                    enc = tok(texts, padding=True, return_tensors="pt")
                     model(**enc).logits[:, -1, :]
                 else:
                     enc = tok([query] * len(chunk), chunk, padding=True, truncation=True, return_tensors="pt")

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from rerankd.errors import RerankdError
 
 #: Subcommand modules under ``rerankd.commands``; each defines ``register(subparsers)``.
-COMMANDS = ["rank", "info", "serve"]
+COMMANDS = ["rank", "info", "serve", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

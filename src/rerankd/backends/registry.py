@@ -12,6 +12,7 @@ from rerankd.families import Family
 #: name → "module:class". A backend's constructor takes (family, device=..., dtype=...).
 BACKENDS: dict[str, str] = {
     "torch": "rerankd.backends.torch_backend:TorchBackend",
+    "onnx": "rerankd.backends.onnx_backend:OnnxBackend",
 }
 
 

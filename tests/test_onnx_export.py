@@ -1,0 +1,102 @@
+"""ONNX export and the ONNX Runtime backend: fp32 graphs score like torch fp32, for every family."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerankd import Reranker
+from rerankd.errors import InputError
+from rerankd.export import METADATA_PATH, export_model, read_export_info
+from rerankd.families import load_family
+
+QUERY = "Which city is the capital of France?"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-exports")
+
+
+@pytest.mark.parametrize("fixture", ["bert_ce", "xlmr_ce", "qwen3_lm", "bi_encoder"])
+def test_fp32_export_scores_equal_torch(fixture: str, request: pytest.FixtureRequest, exports: Path, sentences: list[str]) -> None:
+    source: Path = request.getfixturevalue(fixture)
+    out = export_model(str(source), exports / fixture)
+    documents = sentences + [" ".join(sentences)]  # one long document: rows of very different lengths
+    torch_side = Reranker.from_pretrained(str(source), device="cpu", dtype="fp32")
+    # A small token budget splits the request into batches of several shapes: the axes must be dynamic.
+    onnx_side = Reranker.from_pretrained(str(out), backend="onnx", batch_tokens=96)
+    expected = np.array(torch_side.score(QUERY, documents, raw=True))
+    got = np.array(onnx_side.score(QUERY, documents, raw=True))
+    assert np.ptp(expected) > 1e-3, "tiny model scores barely differ: parity would pass for the wrong reason"
+    np.testing.assert_allclose(got, expected, atol=TOL)
+    assert onnx_side.describe()["backend"] == "onnx"
+
+
+def test_export_directory_loads_back_as_the_same_family(bert_ce: Path, exports: Path) -> None:
+    out = exports / "bert_ce"
+    if not out.exists():
+        export_model(str(bert_ce), out)
+    info = read_export_info(out)
+    assert info is not None and info.family == "cross-encoder" and info.precision == "fp32" and info.opset >= 17
+    assert info.inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    assert "Attention" in info.optimization  # bert's attention is fused by onnxruntime.transformers
+    assert load_family(out).kind == load_family(bert_ce).kind
+    assert not list(out.glob("*.safetensors")), "the torch weights must not be copied next to the graph"
+
+
+def test_qwen_export_has_no_vocabulary_output(qwen3_lm: Path, exports: Path) -> None:
+    import onnx
+
+    out = exports / "qwen3_lm"
+    if not out.exists():
+        export_model(str(qwen3_lm), out)
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    (output,) = graph.output
+    dims = [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim]
+    assert output.name == "scores" and dims == ["batch"]
+    vocab = json.loads((qwen3_lm / "config.json").read_text())["vocab_size"]
+    assert all(vocab not in [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in graph.value_info)
+
+
+def test_int8_export_is_smaller_and_recorded(bert_ce: Path, exports: Path, sentences: list[str]) -> None:
+    out = export_model(str(bert_ce), exports / "bert-int8", precision="int8")
+    info = read_export_info(out)
+    assert info is not None and info.precision == "int8" and info.quantization["per_channel"] is True
+    scores = Reranker.from_pretrained(str(out), backend="onnx").score(QUERY, sentences)
+    assert len(scores) == len(sentences) and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_export_refuses_bad_precision_and_existing_dir(bert_ce: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="bf16"):
+        export_model(str(bert_ce), tmp_path / "x", precision="bf16")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        export_model(str(bert_ce), tmp_path / "taken")
+    assert (tmp_path / "taken" / "file").read_text() == "mine"
+
+
+def test_hub_sentence_transformers_onnx_layout(bi_encoder: Path, tmp_path: Path, sentences: list[str]) -> None:
+    """A hub repo with onnx/model.onnx (token embeddings out): pooling and normalization run in the backend."""
+    import torch
+    from transformers import AutoModel
+
+    repo = tmp_path / "hub-repo"
+    shutil.copytree(bi_encoder, repo)
+    (repo / "onnx").mkdir()
+    model = AutoModel.from_pretrained(str(repo), attn_implementation="eager").eval()
+    ids, mask = torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)
+    torch.onnx.export(model, (ids, mask, torch.zeros_like(ids)), str(repo / "onnx" / "model.onnx"),
+                      input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
+                      dynamic_axes={n: {0: "b", 1: "s"} for n in ["input_ids", "attention_mask", "token_type_ids", "last_hidden_state"]},
+                      opset_version=17, dynamo=False)
+    expected = Reranker.from_pretrained(str(repo), dtype="fp32").score(QUERY, sentences, raw=True)
+    got = Reranker.from_pretrained(str(repo), backend="onnx").score(QUERY, sentences, raw=True)
+    np.testing.assert_allclose(got, expected, atol=TOL)
+    assert not (repo / METADATA_PATH).exists()

@@ -26,6 +26,9 @@ nn = torch.nn
 
 ATTENTION_NAME = "rerankd_packed"
 BOUNDARIES_KWARG = "rerankd_cu_seqlens"
+PREFIX_KWARG = "rerankd_shared_prefix"
+# Below this many shared tokens, an extra pass for the prefix costs more than it saves.
+MIN_SHARED_PREFIX = 16
 
 # model_type → how the classification head reads the first token of each sequence.
 _BERT_POOLER_HEADS = {"bert"}
@@ -47,19 +50,58 @@ def packed_attention(
     is_causal: bool | None = None,
     **kwargs: Any,
 ) -> tuple[Any, None]:
-    """SDPA per packed sequence, no mask. query (1, heads, T, d) → output (1, T, heads, d)."""
+    """SDPA per packed sequence, no mask. query (1, heads, T, d) → output (1, T, heads, d).
+
+    With a :class:`SharedPrefix` in ``kwargs``, a decoder either records each layer's keys and values
+    of the prefix, or attends to the recorded prefix as well as to its own sequence.
+    """
     bounds: list[int] = kwargs[BOUNDARIES_KWARG]
+    prefix: SharedPrefix | None = kwargs.get(PREFIX_KWARG)
     causal = is_causal if is_causal is not None else bool(getattr(module, "is_causal", False))
     groups = int(getattr(module, "num_key_value_groups", 1) or 1)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
+    if prefix is not None and prefix.recording:
+        prefix.layers[module.layer_idx] = (key, value)
+    elif prefix is not None:
+        return _attend_with_prefix(query, key, value, bounds, prefix.layers[module.layer_idx], scaling), None
     out = torch.empty_like(query)
     for start, end in zip(bounds[:-1], bounds[1:]):
         out[:, :, start:end] = nn.functional.scaled_dot_product_attention(
             query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=causal, scale=scaling
         )
     return out.transpose(1, 2).contiguous(), None
+
+
+class SharedPrefix:
+    """Keys and values of a prefix every sequence of a batch starts with, per layer."""
+
+    def __init__(self) -> None:
+        self.layers: dict[int, tuple[Any, Any]] = {}
+        self.recording = True
+
+
+def _flash_with_lse(query: Any, key: Any, value: Any, causal: bool, scaling: float | None) -> tuple[Any, Any]:
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scaling)[:2]
+    return out, lse
+
+
+def _attend_with_prefix(query: Any, key: Any, value: Any, bounds: list[int], prefix_kv: tuple[Any, Any], scaling: float | None) -> Any:
+    """Causal attention over [shared prefix; own tokens], as two mask-free parts merged by log-sum-exp.
+
+    Every token sees the whole prefix (one call for all sequences) and the causal part of its own
+    sequence (one call each). The softmax over the union is the two partial results weighted by
+    exp(lse_part − lse_total); for two parts the prefix's weight is sigmoid(lse_prefix − lse_own),
+    so the merge is one lerp. Exact up to rounding.
+    """
+    on_prefix, lse_prefix = _flash_with_lse(query, prefix_kv[0], prefix_kv[1], False, scaling)
+    out = torch.empty_like(query)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        own, lse_own = _flash_with_lse(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], True, scaling)
+        weight = torch.sigmoid(lse_prefix[:, :, start:end] - lse_own).unsqueeze(-1).to(own.dtype)
+        out[:, :, start:end] = torch.lerp(own, on_prefix[:, :, start:end], weight)
+    return out.transpose(1, 2).contiguous()
 
 
 def _register() -> None:
@@ -75,11 +117,32 @@ def supports_packing(family: Family) -> bool:
     return model_type in _PACKED_ENCODERS
 
 
-class PackedInputs:
-    """A padded batch turned into one packed row: ids, per-sequence positions, boundaries."""
+def shared_prefix_length(input_ids: Any, attention_mask: Any) -> int:
+    """Tokens that every row of a left-padded batch starts with (leaving each row at least one of its own)."""
+    lengths = attention_mask.sum(dim=1)
+    shortest = int(lengths.min())
+    width = input_ids.shape[1]
+    starts = width - lengths  # left padding: real tokens end every row
+    heads = torch.stack([input_ids[row, int(s) : int(s) + shortest] for row, s in enumerate(starts)])
+    same = (heads == heads[0]).all(dim=0)
+    differing = (~same).nonzero()
+    common = int(differing[0]) if len(differing) else shortest
+    return min(common, shortest - 1)
 
-    def __init__(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, position_offset: int) -> None:
+
+class PackedInputs:
+    """A padded batch turned into one packed row: ids, per-sequence positions, boundaries.
+
+    ``skip`` leading tokens of every row are left out (a shared prefix computed once); positions
+    still count them.
+    """
+
+    def __init__(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, position_offset: int, skip: int = 0) -> None:
         keep = attention_mask.bool()
+        if skip:
+            keep = keep & (attention_mask.cumsum(dim=1) > skip)
+            attention_mask = keep.long()
+        position_offset += skip
         lengths = attention_mask.sum(dim=1).tolist()
         self.bounds = [0]
         for n in lengths:
@@ -132,9 +195,21 @@ class PackedLastTokenYesNo(nn.Module):
         self.register_buffer("head_row", head_row.float().reshape(-1), persistent=False)
 
     def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        packed = PackedInputs(input_ids, attention_mask, None, 0)
-        hidden = self.base(**packed.model_kwargs(), use_cache=False).last_hidden_state[0]
-        return hidden[packed.last].float() @ self.head_row
+        shared = shared_prefix_length(input_ids, attention_mask) if input_ids.shape[0] > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            packed = PackedInputs(input_ids, attention_mask, None, 0)
+            hidden = self.base(**packed.model_kwargs(), use_cache=False).last_hidden_state[0]
+            return hidden[packed.last].float() @ self.head_row
+        # The prompt, instruction and query are the same for every document of a request: their
+        # keys and values are computed once and every document attends to them.
+        prefix = SharedPrefix()
+        row0 = input_ids[0, input_ids.shape[1] - int(attention_mask[0].sum()) :][:shared]
+        self.base(input_ids=row0.unsqueeze(0), position_ids=torch.arange(shared).unsqueeze(0),
+                  use_cache=False, **{BOUNDARIES_KWARG: [0, shared], PREFIX_KWARG: prefix})
+        prefix.recording = False
+        rest = PackedInputs(input_ids, attention_mask, None, 0, skip=shared)
+        hidden = self.base(**rest.model_kwargs(), use_cache=False, **{PREFIX_KWARG: prefix}).last_hidden_state[0]
+        return hidden[rest.last].float() @ self.head_row
 
 
 class PackedPooledEmbedding(nn.Module):

@@ -1,15 +1,19 @@
 """`rerankd serve` under bounded load on loopback, against `Reranker.score` offline on the same pairs.
 
 Each client sends 1 query × 20 documents of the rerank-100 workload (real SciFact text cut to the
-workload's lognormal token lengths), waits for the answer and sends the next, for a fixed time per
-concurrency level. The server runs as a separate `rerankd serve` process with the MiniLM-L6
-cross-encoder shape (random weights, ms-marco tokenizer); offline pairs/s is measured in this process
-on the same 20-document requests, before and after the load (the machine is shared: the lower of
-the two ratios is the one reported against the target).
+workload's lognormal token lengths), waits for the answer and sends the next. The server runs as a
+separate `rerankd serve` process with the MiniLM-L6 cross-encoder shape (random weights, ms-marco
+tokenizer); offline is `Reranker.score` in this process on the very same requests.
+
+The machine is shared, so its speed drifts from second to second: each concurrency level is measured
+as offline (half its requests) → server (all of them) → offline (the other half), and the level's
+ratio compares the server with the offline run around it. Offline runs both on the main thread (as a
+script would call it) and on a worker thread (as the server's inference worker does: on some
+machines torch is faster there); the target is judged against the faster of the two.
 
 Target: at 16 and more concurrent clients the server delivers ≥ 85% of offline pairs/s.
 
-Usage: python benchmarks/serve_load.py [--levels 1,8,16,32] [--seconds 8]
+Usage: python benchmarks/serve_load.py [--levels 1,8,16,32] [--requests 16]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,57 +46,43 @@ def request_sets(docs: list[str]) -> list[list[str]]:
     return [docs[i : i + DOCS_PER_REQUEST] for i in range(0, len(docs), DOCS_PER_REQUEST)]
 
 
-def offline_pairs_per_second(model_dir: Path, sets: list[list[str]], seconds: float) -> tuple[float, dict[str, Any]]:
-    from rerankd import Reranker
-
-    reranker = Reranker.from_pretrained(str(model_dir))  # the same defaults the server loads with
-    for docs in sets:
-        reranker.score(workload.QUERY, docs)  # warm-up
+def offline_slice(reranker: Any, sets: list[list[str]], requests: range) -> tuple[int, float]:
+    """(pairs, seconds) of ``Reranker.score`` over the given request numbers."""
     pairs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for docs in sets:
-            reranker.score(workload.QUERY, docs)
-            pairs += len(docs)
-    return pairs / (time.perf_counter() - start), reranker.describe()
+    for k in requests:
+        docs = sets[k % len(sets)]
+        reranker.score(workload.QUERY, docs)
+        pairs += len(docs)
+    return pairs, time.perf_counter() - start
 
 
-async def load(url: str, sets: list[list[str]], clients: int, seconds: float) -> tuple[float, list[float], int]:
-    """Closed-loop clients for ``seconds``; returns (pairs/s, latencies in s, errors)."""
+async def server_slice(url: str, sets: list[list[str]], clients: int, per_client: int) -> tuple[int, float, list[float], int]:
+    """Closed-loop clients, ``per_client`` requests each: (pairs, seconds, latencies in s, errors)."""
     latencies: list[float] = []
     errors = 0
     pairs = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        async def one(k: int) -> None:
-            nonlocal errors, pairs
-            docs = sets[k % len(sets)]
-            start = time.perf_counter()
-            r = await client.post("/v1/rerank", json={"model": "minilm", "query": workload.QUERY, "documents": docs})
-            if r.status_code != 200:
-                errors += 1
-                return
-            latencies.append(time.perf_counter() - start)
-            pairs += len(docs)
-
-        await asyncio.gather(*(one(k) for k in range(clients)))  # warm-up round, not counted
-        latencies.clear()
-        pairs = 0
-        stop = time.perf_counter() + seconds
-
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         async def worker(c: int) -> None:
-            k = c
-            while time.perf_counter() < stop:
-                await one(k)
-                k += clients
+            nonlocal errors, pairs
+            for i in range(per_client):
+                docs = sets[(c + i * clients) % len(sets)]
+                start = time.perf_counter()
+                r = await client.post("/v1/rerank", json={"model": "minilm", "query": workload.QUERY, "documents": docs})
+                if r.status_code != 200:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - start)
+                pairs += len(docs)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(c) for c in range(clients)))
         wall = time.perf_counter() - start
-    return pairs / wall, latencies, errors
+    return pairs, wall, latencies, errors
 
 
-def merge_stats(url: str) -> tuple[float, float]:
-    """(mean requests per batch, mean sequences per batch) from the server's /metrics so far."""
+def merge_stats(url: str) -> tuple[float, float, float, float]:
+    """(mean requests per batch, mean sequences per batch, requests-per-batch sum, batch count) so far."""
     from prometheus_client.parser import text_string_to_metric_families
 
     values: dict[str, float] = {}
@@ -99,8 +90,9 @@ def merge_stats(url: str) -> tuple[float, float]:
         for s in family.samples:
             if s.name in {"rerankd_batch_requests_sum", "rerankd_batch_requests_count", "rerankd_batch_size_sum"}:
                 values[s.name] = values.get(s.name, 0.0) + s.value
-    count = values.get("rerankd_batch_requests_count", 0.0) or 1.0
-    return values.get("rerankd_batch_requests_sum", 0.0) / count, values.get("rerankd_batch_size_sum", 0.0) / count
+    count = values.get("rerankd_batch_requests_count", 0.0)
+    total = values.get("rerankd_batch_requests_sum", 0.0)
+    return total / max(count, 1.0), values.get("rerankd_batch_size_sum", 0.0) / max(count, 1.0), total, count
 
 
 def free_port() -> int:
@@ -131,7 +123,7 @@ def start_server(model_dir: Path, port: int, max_wait_ms: float) -> subprocess.P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,8,16,32", help="concurrent clients per level")
-    parser.add_argument("--seconds", type=float, default=8.0, help="load time per level")
+    parser.add_argument("--requests", type=int, default=16, help="requests per level (at least one per client)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "rerankd-bench-models")
     args = parser.parse_args()
@@ -140,48 +132,64 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
+    from rerankd import Reranker
+
     model_dir = workload.build_shape("minilm", args.models_dir / "minilm")
     docs = workload.make_documents(AutoTokenizer.from_pretrained(str(model_dir)), workload.doc_token_lengths(100))
     sets = request_sets(docs)
+    reranker = Reranker.from_pretrained(str(model_dir))  # the same defaults the server loads with
+    described = reranker.describe()
     print(f"MiniLM-L6-H384 cross-encoder (random weights), 1 query × {DOCS_PER_REQUEST} docs per request, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads", flush=True)
+          f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+          f"{described['device']} {described['dtype']}, batch_tokens {described['batch_tokens']}", flush=True)
+    offline_slice(reranker, sets, range(len(sets)))  # warm-up
 
-    offline_before, described = offline_pairs_per_second(model_dir, sets, args.seconds)
-    print(f"offline Reranker.score before the load: {offline_before:.1f} pairs/s "
-          f"({described['device']}, {described['dtype']}, batch_tokens {described['batch_tokens']})", flush=True)
-
+    worker = ThreadPoolExecutor(1, thread_name_prefix="offline")
+    worker.submit(offline_slice, reranker, sets, range(len(sets))).result()  # warm-up on that thread too
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(model_dir, port, args.max_wait_ms)
     rows = []
     try:
+        asyncio.run(server_slice(url, sets, len(sets), 1))  # warm-up, not counted
         for clients in levels:
+            per_client = max(1, args.requests // clients)
+            total = clients * per_client
+            half = total // 2
+            # main-thread offline, worker-thread offline, server, worker-thread, main-thread (A-B-C-B-A).
+            p1, t1 = offline_slice(reranker, sets, range(half))
+            q1, u1 = worker.submit(offline_slice, reranker, sets, range(half)).result()
             before = merge_stats(url)
-            pairs_per_s, lat, errors = asyncio.run(load(url, sets, clients, args.seconds))
-            rows.append((clients, pairs_per_s, lat, errors))
-            p50 = 1000 * statistics.median(lat)
-            p99 = 1000 * float(np.percentile(lat, 99))
-            print(f"{clients:>3} clients: {pairs_per_s:7.1f} pairs/s, p50 {p50:7.1f} ms, p99 {p99:7.1f} ms, "
-                  f"{len(lat)} requests, {errors} errors (mean requests/batch so far {merge_stats(url)[0]:.2f}, "
-                  f"before {before[0]:.2f})", flush=True)
-        requests_per_batch, rows_per_batch = merge_stats(url)
+            pairs, wall, lat, errors = asyncio.run(server_slice(url, sets, clients, per_client))
+            after = merge_stats(url)
+            q2, u2 = worker.submit(offline_slice, reranker, sets, range(half, total)).result()
+            p2, t2 = offline_slice(reranker, sets, range(half, total))
+            offline, offline_thread = (p1 + p2) / (t1 + t2), (q1 + q2) / (u1 + u2)
+            merged = (after[2] - before[2]) / max(1.0, after[3] - before[3])
+            rows.append((clients, pairs / wall, offline, offline_thread, lat, errors, merged))
+            print(f"{clients:>3} clients: server {pairs / wall:6.1f} pairs/s, offline {offline:6.1f} pairs/s, "
+                  f"offline on a worker thread {offline_thread:6.1f} pairs/s "
+                  f"({100 * pairs / wall / max(offline, offline_thread):.0f}% of the faster), "
+                  f"p50 {1000 * statistics.median(lat):7.0f} ms, "
+                  f"p99 {1000 * float(np.percentile(lat, 99)):7.0f} ms, {len(lat)} requests, {errors} errors, "
+                  f"{merged:.2f} requests per batch", flush=True)
     finally:
         proc.terminate()
         proc.wait(60)
 
-    offline_after, _ = offline_pairs_per_second(model_dir, sets, args.seconds)
-    offline = max(offline_before, offline_after)
-    print(f"offline Reranker.score after the load: {offline_after:.1f} pairs/s\n")
-    print(f"| clients | server pairs/s | p50 ms | p99 ms | % of offline ({offline:.1f} pairs/s) | errors |")
-    print("|---|---|---|---|---|---|")
-    for clients, pairs_per_s, lat, errors in rows:
-        print(f"| {clients} | {pairs_per_s:.1f} | {1000 * statistics.median(lat):.1f} | "
-              f"{1000 * float(np.percentile(lat, 99)):.1f} | {100 * pairs_per_s / offline:.0f}% | {errors} |")
-    print(f"\nmean requests per batch over the run: {requests_per_batch:.2f}, mean sequences per batch: {rows_per_batch:.1f}")
-    worst = min((p / offline for c, p, _, _ in rows if c >= 16), default=None)
+    print("\n| clients | requests | server pairs/s | offline pairs/s (main thread) | offline pairs/s (worker thread) "
+          "| server / faster offline | p50 ms | p99 ms | requests per batch | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for clients, server_ps, offline_ps, thread_ps, lat, errors, merged in rows:
+        best = max(offline_ps, thread_ps)
+        print(f"| {clients} | {len(lat)} | {server_ps:.1f} | {offline_ps:.1f} | {thread_ps:.1f} | {100 * server_ps / best:.0f}% | "
+              f"{1000 * statistics.median(lat):.0f} | {1000 * float(np.percentile(lat, 99)):.0f} | {merged:.2f} | {errors} |")
+    # Judged against the faster offline figure: the server's forward runs on a worker thread, and on
+    # some machines torch is faster there than on the main thread.
+    worst = min((s / max(o, t) for c, s, o, t, *_ in rows if c >= 16), default=None)
     if worst is not None:
         verdict = "met" if worst >= TARGET else "missed"
-        print(f"target (≥ {TARGET:.0%} of offline at 16+ clients): {verdict}, worst {worst:.0%}")
+        print(f"\ntarget (≥ {TARGET:.0%} of offline at 16+ clients): {verdict}, worst {worst:.0%}")
 
 
 if __name__ == "__main__":

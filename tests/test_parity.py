@@ -146,3 +146,20 @@ def test_bundled_bi_encoder_matches_sentence_transformers(sentences: list[str]) 
 
     ours = Reranker.from_pretrained(dtype="fp32").score(QUERY, sentences)
     np.testing.assert_allclose(ours, _st_cosine(bundled_model_dir(), QUERY, sentences), atol=TOL)
+
+
+@pytest.mark.parametrize("model_type", ["electra", "deberta-v2", "modernbert"])
+def test_other_encoder_architectures_match_sentence_transformers(model_type: str, models_dir: Path, sentences: list[str]) -> None:
+    from sentence_transformers import CrossEncoder
+
+    import tiny_models
+
+    path = models_dir / f"ce-{model_type}"
+    if not (path / "config.json").exists():
+        tiny_models.encoder_cross_encoder(path, model_type)
+    expected = CrossEncoder(str(path), device="cpu").predict([(QUERY, s) for s in sentences])
+    ours = Reranker.from_pretrained(str(path), dtype="fp32")
+    assert ours.family.kind == "cross-encoder"
+    scores = ours.score(QUERY, sentences)
+    _distinct(scores)
+    np.testing.assert_allclose(scores, expected, atol=TOL)

@@ -129,3 +129,16 @@ def bi_encoder(out: Path) -> Path:
     pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(out))
     return out
+
+
+def encoder_cross_encoder(out: Path, model_type: str) -> Path:
+    """A tiny 1-label cross-encoder of another encoder architecture, on the real MiniLM tokenizer."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    _seed()
+    tok = AutoTokenizer.from_pretrained(str(MINILM_TOKENIZER))
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    extra: dict = {"electra": {"embedding_size": 32}, "deberta-v2": {"type_vocab_size": 0}, "modernbert": {"global_attn_every_n_layers": 1}}.get(model_type, {})
+    cfg = AutoConfig.for_model(model_type, vocab_size=tok.vocab_size, num_labels=1, pad_token_id=tok.pad_token_id,
+                               max_position_embeddings=512, initializer_range=INIT_RANGE, **sizes, **extra)
+    return _save(AutoModelForSequenceClassification.from_config(cfg), tok, out)

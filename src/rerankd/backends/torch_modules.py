@@ -74,7 +74,8 @@ def build_module(family: Family, dtype: Any, device: str) -> nn.Module:
     """Load the weights of ``family.model_dir`` into the module that scores for that family."""
     transformers = require("transformers")
     transformers.utils.logging.disable_progress_bar()  # a server's log is no place for load bars
-    common = {"dtype": dtype, "attn_implementation": "sdpa"}
+    # No attn_implementation: transformers picks SDPA where the architecture has it (DeBERTa-v2 does not).
+    common = {"dtype": dtype}
     path = str(family.model_dir)
     try:
         if isinstance(family, CrossEncoderFamily):

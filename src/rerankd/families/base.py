@@ -156,6 +156,24 @@ class Family(ABC):
     def _encode_plain(self, texts: Sequence[str]) -> list[Any]:
         return list(self.tokenizer.encode_batch(list(texts), add_special_tokens=False))
 
+    def _encode_with_specials(
+        self, texts: Sequence[str], budget: int, first: Any = None, type_ids: bool = False
+    ) -> list[Encoded]:
+        """Each text cut to ``budget`` tokens, then wrapped in the model's special tokens.
+
+        With ``first`` (an encoding of the query), each text becomes the second sequence of a pair.
+        """
+        sequences = []
+        for enc in self._encode_plain(texts):
+            truncated = len(enc.ids) > budget
+            if truncated:
+                enc.truncate(budget)
+            full = self.tokenizer.post_process(first, enc, add_special_tokens=True) if first is not None else (
+                self.tokenizer.post_process(enc, None, add_special_tokens=True)
+            )
+            sequences.append(Encoded(tuple(full.ids), tuple(full.type_ids) if type_ids else None, truncated))
+        return sequences
+
     def _too_long(self, what: str, tokens: int, limit: int) -> InputTooLargeError:
         return InputTooLargeError(
             f"the {what} is {tokens} tokens but this model takes at most {limit} tokens for it "

@@ -69,14 +69,7 @@ class BiEncoderFamily(Family):
         budget = self.max_length - self._n_special
         if max_tokens is not None:
             budget = min(budget, max_tokens)
-        sequences = []
-        for enc in self._encode_plain(texts):
-            truncated = len(enc.ids) > budget
-            if truncated:
-                enc.truncate(budget)
-            full = self.tokenizer.post_process(enc, None, add_special_tokens=True)
-            sequences.append(Encoded(tuple(full.ids), None, truncated))
-        return sequences
+        return self._encode_with_specials(texts, budget)
 
     def prepare(
         self,

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rerankd.errors import UnsupportedModelError
-from rerankd.families.base import Encoded, Family, PreparedRequest, read_json
+from rerankd.families.base import Family, PreparedRequest, read_json
 
 # Class paths sentence-transformers writes for the activation, mapped to rerankd's names.
 _ACTIVATION_NAMES = {
@@ -79,15 +79,7 @@ class CrossEncoderFamily(Family):
             raise self._too_long("query", len(q.ids), self.max_length - self._n_special - 1)
         if max_doc_tokens is not None:
             budget = min(budget, max_doc_tokens)
-        sequences = []
-        for d in self._encode_plain(documents):
-            truncated = len(d.ids) > budget
-            if truncated:
-                d.truncate(budget)
-            pair = self.tokenizer.post_process(q, d, add_special_tokens=True)
-            sequences.append(
-                Encoded(tuple(pair.ids), tuple(pair.type_ids) if self._type_ids else None, truncated)
-            )
+        sequences = self._encode_with_specials(documents, budget, first=q, type_ids=self._type_ids)
         return PreparedRequest(sequences, list(range(len(sequences))), _scalar_outputs)
 
     def describe(self) -> dict[str, Any]:

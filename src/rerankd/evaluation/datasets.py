@@ -1,0 +1,216 @@
+"""IR datasets from local files: BEIR folders, TREC qrels and run files, MTEB-reranking JSONL.
+
+Every reader names the file, the line and the field when a line is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from rerankd.errors import InputError
+
+Qrels = dict[str, dict[str, int]]
+Run = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A corpus document. ``full_text`` is what models read: the title, a space, the text (BEIR's convention)."""
+
+    title: str
+    text: str
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.title} {self.text}".strip()
+
+
+@dataclass
+class BeirDataset:
+    """A corpus, the queries judged in one split, and their graded judgments."""
+
+    corpus: dict[str, Doc]
+    queries: dict[str, str]
+    qrels: Qrels
+    name: str = ""
+    split: str = "test"
+
+    def subset(self, query_ids: Iterable[str]) -> "BeirDataset":
+        """The same corpus with only the given queries (and their judgments)."""
+        keep = [q for q in query_ids if q in self.queries]
+        return BeirDataset(self.corpus, {q: self.queries[q] for q in keep}, {q: self.qrels.get(q, {}) for q in keep},
+                           self.name, self.split)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{number}: expected a JSON object")
+            yield number, row
+
+
+def _field(path: Path, number: int, row: dict[str, Any], name: str, kind: type = str, required: bool = True) -> Any:
+    if name not in row:
+        if required:
+            raise InputError(f"{path}:{number}: missing field {name!r}")
+        return kind()
+    value = row[name]
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # ids are sometimes numbers in the wild
+    if not isinstance(value, kind):
+        raise InputError(f"{path}:{number}: field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def read_corpus(path: Path) -> dict[str, Doc]:
+    return {
+        _field(path, n, row, "_id"): Doc(_field(path, n, row, "title", required=False) or "", _field(path, n, row, "text"))
+        for n, row in _json_lines(path)
+    }
+
+
+def read_queries(path: Path) -> dict[str, str]:
+    return {_field(path, n, row, "_id"): _field(path, n, row, "text") for n, row in _json_lines(path)}
+
+
+def read_beir_qrels(path: Path) -> Qrels:
+    """qrels/<split>.tsv: ``query-id  corpus-id  score`` with a header line, graded scores."""
+    qrels: Qrels = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if number == 1 and parts[0] == "query-id":
+                continue
+            if not line.strip():
+                continue
+            if len(parts) != 3:
+                raise InputError(f"{path}:{number}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(parts)}")
+            try:
+                score = int(float(parts[2]))
+            except ValueError as exc:
+                raise InputError(f"{path}:{number}: field 'score' must be a number, got {parts[2]!r}") from exc
+            qrels.setdefault(parts[0], {})[parts[1]] = score
+    return qrels
+
+
+def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
+    """Read a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); keeps the queries judged in ``split``.
+
+    Example:
+        >>> data = load_beir("../shared/data/scifact", split="train")   # doctest: +SKIP
+        >>> len(data.queries), len(data.corpus)
+        (809, 5183)
+    """
+    root = Path(path)
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
+        raise InputError(f"{root} has no qrels/{split}.tsv; available splits: {available or 'none'}")
+    qrels = read_beir_qrels(qrels_path)
+    all_queries = read_queries(root / "queries.jsonl")
+    missing = [q for q in qrels if q not in all_queries]
+    if missing:
+        raise InputError(f"{qrels_path} judges queries missing from queries.jsonl, e.g. {missing[0]!r}")
+    queries = {q: all_queries[q] for q in qrels}
+    return BeirDataset(read_corpus(root / "corpus.jsonl"), queries, qrels, root.name, split)
+
+
+def read_trec_qrels(path: str | Path) -> Qrels:
+    """TREC qrels: ``qid iteration docid relevance`` per line."""
+    qrels: Qrels = {}
+    for number, parts in _whitespace_lines(Path(path), 4, "qid iteration docid relevance"):
+        try:
+            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+        except ValueError as exc:
+            raise InputError(f"{path}:{number}: field 'relevance' must be an integer, got {parts[3]!r}") from exc
+    return qrels
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """TREC run: ``qid Q0 docid rank score tag`` per line."""
+    run: Run = {}
+    for number, parts in _whitespace_lines(Path(path), 6, "qid Q0 docid rank score tag"):
+        try:
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+        except ValueError as exc:
+            raise InputError(f"{path}:{number}: field 'score' must be a number, got {parts[4]!r}") from exc
+    return run
+
+
+def write_trec_run(run: Run, path: str | Path, tag: str = "rerankd") -> Path:
+    """Write a run best first per query (ties by docid, so the file is deterministic)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        for qid in sorted(run):
+            ranked = sorted(run[qid].items(), key=lambda item: (-item[1], item[0]))
+            for rank, (docid, score) in enumerate(ranked, start=1):
+                fh.write(f"{qid} Q0 {docid} {rank} {score:.8f} {tag}\n")
+    return out
+
+
+def _whitespace_lines(path: Path, fields: int, layout: str) -> Iterator[tuple[int, list[str]]]:
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != fields:
+                raise InputError(f"{path}:{number}: expected {fields} fields ({layout}), got {len(parts)}")
+            yield number, parts
+
+
+@dataclass(frozen=True)
+class RerankingExample:
+    query: str
+    positives: list[str] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)
+
+
+def load_mteb_reranking(path: str | Path) -> list[RerankingExample]:
+    """MTEB-reranking JSONL: ``{"query": str, "positive": [str], "negative": [str]}`` per line."""
+    p = Path(path)
+    examples = []
+    for number, row in _json_lines(p):
+        query = _field(p, number, row, "query")
+        positives = _field(p, number, row, "positive", list)
+        negatives = _field(p, number, row, "negative", list, required=False)
+        for name, values in (("positive", positives), ("negative", negatives)):
+            if not all(isinstance(v, str) for v in values):
+                raise InputError(f"{p}:{number}: field {name!r} must be a list of strings")
+        examples.append(RerankingExample(query, positives, negatives))
+    return examples
+
+
+def mteb_as_beir(examples: list[RerankingExample], name: str = "mteb") -> tuple[BeirDataset, Run]:
+    """An MTEB-reranking set as a BEIR dataset plus its candidate run (positives and negatives per query)."""
+    corpus: dict[str, Doc] = {}
+    queries: dict[str, str] = {}
+    qrels: Qrels = {}
+    candidates: Run = {}
+    for i, example in enumerate(examples):
+        qid = f"q{i}"
+        queries[qid] = example.query
+        qrels[qid] = {}
+        candidates[qid] = {}
+        for label, texts in ((1, example.positives), (0, example.negatives)):
+            for j, text in enumerate(texts):
+                docid = f"{qid}-{'p' if label else 'n'}{j}"
+                corpus[docid] = Doc("", text)
+                qrels[qid][docid] = label
+                candidates[qid][docid] = 0.0
+    return BeirDataset(corpus, queries, qrels, name), candidates

@@ -88,6 +88,7 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     optimize: bool = True,
     per_channel: bool = True,
+    keep_ffn_output: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Export ``model`` (directory, hub id, or None for the bundled model) to an ONNX directory ``out``.
@@ -118,7 +119,7 @@ def export_model(
         how = optimize_graph(family, raw, optimized) if optimize else _copy_graph(raw, optimized, "none")
         quantization = None
         if precision == "int8":
-            quantization = quantize_int8(optimized, staged / MODEL_FILE, per_channel=per_channel)
+            quantization = quantize_int8(optimized, staged / MODEL_FILE, per_channel=per_channel, keep_ffn_output=keep_ffn_output)
         elif precision == "fp16":
             convert_fp16(optimized, staged / MODEL_FILE)
         else:
@@ -217,22 +218,37 @@ def optimize_graph(family: Family, source: Path, target: Path) -> str:
     return "onnxruntime session graph optimization (extended), no transformer fusion for this model type"
 
 
-def quantize_int8(source: Path, target: Path, *, per_channel: bool = True) -> dict[str, Any]:
+def quantize_int8(source: Path, target: Path, *, per_channel: bool = True, keep_ffn_output: bool = True) -> dict[str, Any]:
     """Dynamic int8 (weights int8 ahead of time, activations quantized per batch) with onnxruntime.
 
     Only the matrix products are quantized: they hold the time, while int8 embedding tables (Gather)
     cost accuracy for no speed. Per-channel weight scales keep the per-row ranges of each matrix.
+    ``keep_ffn_output`` leaves the FFN down-projections in fp32: their input (after GELU/SiLU) has
+    outliers that one per-tensor activation scale cannot hold. Measured on all-MiniLM-L6-v2 against
+    fp32, on SciFact queries × their BM25 top-30: per-query Spearman min/mean 0.973/0.985 with every
+    product in int8, 0.989/0.994 with the down-projections kept.
     """
+    onnx = require("onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     op_types = ["MatMul", "Attention"]
-    settings = {"weight_type": "QInt8", "per_channel": per_channel, "op_types": op_types, "reduce_range": False}
+    graph = onnx.load(str(source), load_external_data=False).graph
+    excluded = [n.name for n in graph.node if n.op_type == "MatMul" and is_ffn_output(n.name)] if keep_ffn_output else []
+    settings = {"weight_type": "QInt8", "per_channel": per_channel, "op_types": op_types, "reduce_range": False,
+                "kept_fp32": f"{len(excluded)} FFN down-projections" if excluded else "none"}
     quantize_dynamic(str(source), str(target), op_types_to_quantize=op_types, per_channel=per_channel,
-                     weight_type=QuantType.QInt8, use_external_data_format=_needs_external_data(source),
+                     weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                     use_external_data_format=_needs_external_data(source),
                      # Fused com.microsoft ops defeat ONNX shape inference; their tensors are float.
-                     extra_options={"MatMulConstBOnly": True, "DefaultTensorType": require("onnx").TensorProto.FLOAT})
+                     extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
     _consolidate(target)
     return settings
+
+
+def is_ffn_output(name: str) -> bool:
+    """Whether a node or module name is an FFN down-projection (BERT-family ``output.dense``, LLM ``down_proj``)."""
+    name = name.replace(".", "/")
+    return "down_proj" in name or ("/output/dense" in name and "attention" not in name)
 
 
 def convert_fp16(source: Path, target: Path) -> None:

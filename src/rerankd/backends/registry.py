@@ -13,6 +13,7 @@ from rerankd.families import Family
 BACKENDS: dict[str, str] = {
     "torch": "rerankd.backends.torch_backend:TorchBackend",
     "onnx": "rerankd.backends.onnx_backend:OnnxBackend",
+    "torch-int8": "rerankd.backends.torch_int8:TorchInt8Backend",
 }
 
 

@@ -17,6 +17,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
     parser.add_argument("--no-optimize", action="store_true", help="skip graph optimization (attention/LayerNorm/GELU fusion)")
     parser.add_argument("--per-tensor", action="store_true", help="int8: one scale per weight matrix instead of per channel")
+    parser.add_argument("--int8-all", action="store_true",
+                        help="int8: quantize the FFN down-projections too (faster, less accurate)")
     parser.set_defaults(run=run)
 
 
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.opset < 17:
         raise InputError(f"--opset {args.opset} is too old; use 17 or newer (LayerNormalization is an op from 17)")
     out = export_model(args.model, args.out, precision=args.precision, revision=args.revision, opset=args.opset,
-                       optimize=not args.no_optimize, per_channel=not args.per_tensor)
+                       optimize=not args.no_optimize, per_channel=not args.per_tensor,
+                       keep_ffn_output=not args.int8_all)
     info = read_export_info(out)
     size = sum(f.stat().st_size for f in out.glob("model.onnx*"))
     print_json({"out": str(out), "size_bytes": size, **(vars(info) if info else {})})

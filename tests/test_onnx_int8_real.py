@@ -1,0 +1,48 @@
+"""Dynamic int8 on the real all-MiniLM-L6-v2 weights keeps the fp32 ranking on real SciFact text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from rerankd import Reranker
+from rerankd.export import export_model
+from tiny_models import DATA
+
+SCIFACT = DATA / "scifact"
+pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/data/scifact")
+
+
+def scifact_candidates(queries: int = 6, k: int = 20) -> list[tuple[str, list[str]]]:
+    """SciFact queries with their BM25 top-k abstracts: the near-ties a reranker actually has to order."""
+    import bm25s
+
+    with open(SCIFACT / "corpus.jsonl", encoding="utf-8") as fh:
+        texts = [f"{row['title']}. {row['text']}" for row in map(json.loads, fh)]
+    with open(SCIFACT / "queries.jsonl", encoding="utf-8") as fh:
+        qs = [json.loads(line)["text"] for _, line in zip(range(queries), fh)]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    hits, _ = retriever.retrieve(bm25s.tokenize(qs, stopwords="en", show_progress=False), k=k, show_progress=False)
+    return [(q, [texts[i] for i in row]) for q, row in zip(qs, hits)]
+
+
+def test_int8_keeps_spearman_on_bundled_model(tmp_path: Path) -> None:
+    fp32 = Reranker.from_pretrained(None, device="cpu", dtype="fp32")
+    int8 = Reranker.from_pretrained(str(export_model(None, tmp_path / "minilm-int8", precision="int8")), backend="onnx")
+    per_query, all_ref, all_int8 = [], [], []
+    for query, docs in scifact_candidates():
+        ref, got = np.array(fp32.score(query, docs)), np.array(int8.score(query, docs))
+        per_query.append(spearmanr(ref, got).statistic)
+        all_ref.extend(ref)
+        all_int8.extend(got)
+    # Over all pairs the ranking holds at 0.99; inside one query's BM25 top-20 (near-ties by
+    # construction) int8 swaps a few neighbours: measured per-query 0.983-0.997, mean 0.990.
+    assert spearmanr(all_ref, all_int8).statistic >= 0.99
+    assert np.mean(per_query) >= 0.985, per_query
+    assert min(per_query) >= 0.97, per_query
+    assert np.max(np.abs(np.array(all_ref) - np.array(all_int8))) < 0.05

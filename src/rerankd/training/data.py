@@ -23,13 +23,6 @@ from rerankd.errors import InputError
 RETRIEVERS = ("bm25", "dense")
 
 
-def doc_text(doc: Any) -> str:
-    """Title and body of a corpus document as one passage (the title carries much of the topic)."""
-    title = (getattr(doc, "title", "") or "").strip()
-    text = (getattr(doc, "text", "") or "").strip()
-    return f"{title} {text}".strip() if title else text
-
-
 @dataclass(frozen=True)
 class QuerySplit:
     train: list[str]

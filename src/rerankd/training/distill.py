@@ -22,7 +22,7 @@ from rerankd._optional import require
 from rerankd.errors import InputError
 from rerankd.training.data import Group
 from rerankd.training.finetune import DataSettings, dev_evaluator, prepare_data, sampler_for
-from rerankd.training.trainer import TrainConfig
+from rerankd.training.trainer import TrainConfig, seed_everything
 
 DISTILL_LOSSES = ("margin-mse", "kl", "feature", "hybrid")
 TEACHER_SCORES = "teacher_scores.jsonl"
@@ -132,6 +132,8 @@ def distill(settings: DistillSettings, *, resume: bool = False, progress: bool =
     scores = score_with_teacher(teacher, prepared.texts, teacher_candidates(sampler), out / TEACHER_SCORES, progress=progress)
     del teacher
 
+    # Seeded before the model is built: a new classification head (or projection) is drawn from the RNG.
+    seed_everything(settings.train.seed)
     student = build_student(settings.student, teacher_dir=settings.teacher)
     response = response_loss(settings.response if settings.loss in ("feature", "hybrid") else settings.loss, settings.temperature)
     feature = hybrid = teacher_model = None

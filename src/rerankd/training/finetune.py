@@ -16,12 +16,11 @@ from rerankd.errors import InputError
 from rerankd.training.data import (
     GroupSampler,
     QuerySplit,
-    doc_text,
     first_stage_run,
     split_queries,
     training_queries,
 )
-from rerankd.training.trainer import DevEvaluator, TextLookup, TrainConfig
+from rerankd.training.trainer import DevEvaluator, TextLookup, TrainConfig, seed_everything
 
 
 @dataclass
@@ -87,7 +86,7 @@ def prepare_data(settings: DataSettings, seed: int) -> PreparedData:
         cache_dir=settings.cache_dir, dense_model=settings.dense_model,
     )
     texts = TextLookup(queries={q: queries[q] for q in split.train + split.dev},
-                       docs={d: doc_text(doc) for d, doc in dataset.corpus.items()})
+                       docs={d: doc.full_text for d, doc in dataset.corpus.items()})
     return PreparedData(dataset, split, qrels, run, texts)
 
 
@@ -122,6 +121,8 @@ def finetune(settings: FinetuneSettings, *, resume: bool = False, progress: bool
 
     loss = supervised_loss(settings.loss)
     prepared = prepare_data(settings.data, settings.train.seed)
+    # Seeded before the model is built: a new classification head (or projection) is drawn from the RNG.
+    seed_everything(settings.train.seed)
     model, tokenizer = load_cross_encoder(settings.base)
     base_name = settings.base or "sentence-transformers/all-MiniLM-L6-v2 (bundled)"
 

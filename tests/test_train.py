@@ -1,0 +1,140 @@
+"""rerankd train: end to end on a tiny BERT and a slice of SciFact, exact resume, losses, data."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny_models import DATA
+
+SCIFACT = DATA / "scifact"
+SLICE = ["--data", str(SCIFACT), "--max-train-queries", "16", "--max-dev-queries", "6", "--eval-depth", "8",
+         "--negatives", "3", "--max-length", "64", "--groups-per-batch", "4", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def bare_encoder(bi_encoder: Path) -> Path:
+    """A BertModel without a classification head (the bi-encoder's transformer), like all-MiniLM-L6-v2."""
+    return bi_encoder.parent / (bi_encoder.name + "-raw")
+
+
+def _train(base: Path, out: Path, *extra: str) -> int:
+    from rerankd.cli import main
+
+    return main(["train", "--base", str(base), "--out", str(out), "--epochs", "2", *SLICE, *extra])
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def trained(bare_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "ce"
+    assert _train(bare_encoder, out) == 0
+    return out
+
+
+def test_train_writes_model_card_curves_and_best_model(trained: Path) -> None:
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "steps.csv", "evals.csv", "curves.png",
+                 "training_args.json", "checkpoint/state.pt"):
+        assert (trained / name).is_file(), name
+    evals = _rows(trained / "evals.csv")
+    assert [int(r["epoch"]) for r in evals] == [1, 2]
+    assert all(0.0 <= float(r["ndcg@10"]) <= 1.0 for r in evals)
+    card = (trained / "README.md").read_text()
+    assert "Dev metrics" in card and "held out" in card and "ndcg@10" in card
+    steps = _rows(trained / "steps.csv")
+    assert len(steps) == 2 * 5 and all(np.isfinite(float(r["loss"])) for r in steps)
+
+
+def test_trained_model_loads_in_rerankd_and_sentence_transformers(trained: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from rerankd import Reranker
+
+    reranker = Reranker.from_pretrained(str(trained), dtype="fp32", device="cpu")
+    assert reranker.family.kind == "cross-encoder"
+    query, docs = "vitamin D and bone density", ["Vitamin D supplements increase bone density.", "Bananas are yellow."]
+    ours = reranker.score(query, docs)
+    theirs = CrossEncoder(str(trained), device="cpu").predict([(query, d) for d in docs])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_resumed_run_equals_uninterrupted(bare_encoder: Path, trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    assert _train(bare_encoder, out, "--stop-after", "3") == 0
+    assert len(_rows(out / "steps.csv")) == 3
+    assert _train(bare_encoder, out, "--resume") == 0
+    assert _rows(out / "steps.csv") == _rows(trained / "steps.csv")
+    assert _rows(out / "evals.csv") == _rows(trained / "evals.csv")
+    from safetensors.numpy import load_file
+
+    a, b = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings(bare_encoder: Path, tmp_path: Path) -> None:
+    from rerankd.cli import main
+
+    out = tmp_path / "r"
+    assert _train(bare_encoder, out, "--stop-after", "1") == 0
+    assert main(["train", "--base", str(bare_encoder), "--out", str(out), "--epochs", "3", "--resume", *SLICE]) == 2
+
+
+def test_split_is_fixed_by_seed_and_disjoint() -> None:
+    from rerankd.training.data import split_queries
+
+    ids = [f"q{i}" for i in range(100)]
+    a, b = split_queries(ids, 0.2, seed=0), split_queries(list(reversed(ids)), 0.2, seed=0)
+    assert a == b and len(a.dev) == 20 and not set(a.dev) & set(a.train)
+    assert split_queries(ids, 0.2, seed=1).dev != a.dev
+
+
+def test_negatives_exclude_judged_documents_and_are_reproducible() -> None:
+    from rerankd.training.data import GroupSampler, training_queries
+
+    qrels = {"q1": {"d1": 1, "d2": 0}, "q2": {"d5": 1}}
+    run = {"q1": {"d1": 9.0, "d2": 8.0, "d3": 7.0, "d4": 6.0}, "q2": {"d5": 3.0, "d1": 2.0}}
+    queries = training_queries(qrels, run, ["q1", "q2"], pool_depth=10)
+    assert queries[0].pool == ["d3", "d4"] and queries[1].pool == ["d1"]
+    corpus = [f"d{i}" for i in range(1, 9)]
+    sampler = GroupSampler(queries, 3, corpus, seed=0, judged_docs={q: set(qrels[q]) for q in qrels})
+    groups = sampler.epoch(0)
+    assert groups == sampler.epoch(0)
+    for g in groups:
+        assert g.doc_ids[0] in qrels[g.qid] and len(set(g.doc_ids)) == 4
+        assert not set(g.doc_ids[1:]) & set(qrels[g.qid])
+
+
+def test_loss_preconditions_and_values() -> None:
+    import torch
+
+    from rerankd.errors import InputError
+    from rerankd.training.losses import (
+        BinaryCrossEntropyLoss, FeatureLoss, LinearSchedule, ListwiseKLLoss, ListwiseSoftmaxLoss, MarginMSELoss, supervised_loss,
+    )
+
+    with pytest.raises(InputError):
+        ListwiseKLLoss(temperature=0)
+    with pytest.raises(InputError):
+        FeatureLoss(8, 16, [(1, 1)], kind="l1")
+    with pytest.raises(InputError):
+        FeatureLoss(8, 16, [])
+    with pytest.raises(InputError):
+        LinearSchedule(0.3, 1.5)
+    with pytest.raises(InputError):
+        supervised_loss("pairwise")
+    with pytest.raises(InputError):
+        ListwiseSoftmaxLoss()(torch.zeros(4))
+    teacher = torch.tensor([[3.0, 1.0, -2.0]])
+    assert float(MarginMSELoss()(teacher + 5.0, teacher)) == pytest.approx(0.0)  # margins, not scale
+    assert float(MarginMSELoss()(-teacher, teacher)) > 1.0
+    assert float(ListwiseKLLoss(2.0)(teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+    good, bad = torch.tensor([[4.0, -4.0, -4.0]]), torch.tensor([[-4.0, 4.0, 4.0]])
+    for loss in (ListwiseSoftmaxLoss(), BinaryCrossEntropyLoss()):
+        assert float(loss(good)) < float(loss(bad))

@@ -14,6 +14,8 @@ BACKENDS: dict[str, str] = {
     "torch": "rerankd.backends.torch_backend:TorchBackend",
     "onnx": "rerankd.backends.onnx_backend:OnnxBackend",
     "torch-int8": "rerankd.backends.torch_int8:TorchInt8Backend",
+    # Not a backend of its own: the measured fastest one for this model and machine (rerankd.tuning).
+    "auto": "rerankd.tuning:auto_backend",
 }
 
 

@@ -19,6 +19,9 @@ def run(args: argparse.Namespace) -> int:
 
     reranker = load_reranker(args)
     config = reranker.family.config
+    from rerankd.tuning import tuning_summary
+
     print_json({**reranker.describe(), "architecture": (config.get("architectures") or [None])[0],
-                "model_type": config.get("model_type"), "path": str(reranker.family.model_dir)})
+                "model_type": config.get("model_type"), "path": str(reranker.family.model_dir),
+                **tuning_summary(reranker.family.model_dir)})
     return 0

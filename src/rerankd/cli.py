@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from rerankd.errors import RerankdError
 
 #: Subcommand modules under ``rerankd.commands``; each defines ``register(subparsers)``.
-COMMANDS = ["rank", "info", "serve", "export", "train", "distill", "tune"]
+COMMANDS = ["rank", "info", "serve", "export", "train", "distill", "tune", "quantize", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

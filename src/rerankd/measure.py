@@ -121,9 +121,21 @@ def pairs_per_second(score: Callable[[], Any], pairs: int, reps: int = 3, warmup
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    """This process's peak resident memory.
+
+    Linux: VmHWM, because ru_maxrss survives execve and would report a parent's peak in a fresh
+    subprocess. Elsewhere ru_maxrss (KiB on Linux, bytes on macOS).
+    """
     import resource
     import sys
+
+    try:
+        with open("/proc/self/status", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)

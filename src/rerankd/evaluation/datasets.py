@@ -214,3 +214,13 @@ def mteb_as_beir(examples: list[RerankingExample], name: str = "mteb") -> tuple[
                 qrels[qid][docid] = label
                 candidates[qid][docid] = 0.0
     return BeirDataset(corpus, queries, qrels, name), candidates
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """Judgments from a BEIR ``.tsv`` (3 tab-separated fields, optional header) or a TREC qrels file (4 fields)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p} does not exist")
+    with open(p, encoding="utf-8") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    return read_beir_qrels(p) if len(first.rstrip("\n").split("\t")) == 3 else read_trec_qrels(p)

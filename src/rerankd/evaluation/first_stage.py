@@ -25,6 +25,12 @@ def corpus_fingerprint(corpus: dict[str, Doc], *settings: Any) -> str:
     return digest.hexdigest()[:24]
 
 
+def embed_texts(reranker: Any, texts: list[str], max_tokens: int | None = None, progress: bool = False) -> np.ndarray:
+    """Unit-length float32 embeddings of ``texts`` with a bi-encoder :class:`~rerankd.engine.Reranker`."""
+    vectors = reranker.run_sequences(reranker.family.encode_texts(texts, max_tokens), progress=progress)
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 class BM25Retriever:
     """BM25 over title + text with bm25s, optional English (or other) stemming and stopwords.
 
@@ -91,8 +97,7 @@ class DenseRetriever:
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         """Unit-length embeddings, one row per text."""
-        vectors = self.reranker.run_sequences(self.reranker.family.encode_texts(texts), progress=progress)
-        return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return embed_texts(self.reranker, texts, progress=progress)
 
     def search(self, queries: dict[str, str], k: int = 100) -> Run:
         qids = list(queries)
@@ -102,3 +107,54 @@ class DenseRetriever:
         k = min(k, len(self.ids))
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         return {q: {self.ids[int(d)]: float(scores[row, d]) for d in top[row]} for row, q in enumerate(qids)}
+
+    def rescore(self, queries: dict[str, str], candidates: Run) -> Run:
+        """Cosine scores of each query's given candidates: the bi-encoder reranking them, from the cached embeddings.
+
+        Equal to reranking with this bi-encoder through :func:`rerankd.evaluation.rerank_run.rerank`
+        (same model, precision and text), without embedding the documents again.
+        """
+        qids = [q for q in queries if candidates.get(q)]
+        if not qids:
+            return {}
+        row_of = {doc_id: i for i, doc_id in enumerate(self.ids)}
+        unknown = next((d for q in qids for d in candidates[q] if d not in row_of), None)
+        if unknown is not None:
+            raise InputError(f"candidate document {unknown!r} is not in the corpus this retriever embedded")
+        query_vectors = self.embed([queries[q] for q in qids])
+        return {q: {d: float(self.embeddings[row_of[d]] @ query_vectors[i]) for d in candidates[q]} for i, q in enumerate(qids)}
+
+
+def first_stage_run(
+    spec: str,
+    corpus: dict[str, Doc],
+    queries: dict[str, str],
+    *,
+    k: int = 100,
+    cache_dir: str | Path | None = None,
+    stemmer: str | None = "english",
+    stopwords: str | None = "en",
+    dense_model: Any = None,
+    dtype: str | None = None,
+    progress: bool = False,
+) -> tuple[str, Run]:
+    """The candidates: ``"bm25"``, ``"dense"`` (a bi-encoder, the bundled one by default) or ``"run:FILE"`` (TREC run).
+
+    Returns a label for reports and the run cut to the queries asked for.
+    """
+    if spec == "bm25":
+        label = "bm25" + ("+stem" if stemmer else "") + ("+stop" if stopwords else "")
+        return label, BM25Retriever(corpus, stemmer=stemmer, stopwords=stopwords, cache_dir=cache_dir).search(queries, k)
+    if spec == "dense":
+        dense = DenseRetriever(corpus, model=dense_model, cache_dir=cache_dir, dtype=dtype, progress=progress)
+        return f"dense:{Path(dense.reranker.name).name}", dense.search(queries, k)
+    path = Path(spec.removeprefix("run:"))
+    if not path.is_file():
+        raise InputError(f"first stage {spec!r} is neither 'bm25', 'dense' nor run:FILE naming an existing TREC run file")
+    from rerankd.evaluation.datasets import read_trec_run
+
+    run = read_trec_run(path)
+    unknown = next((d for docs in run.values() for d in docs if d not in corpus), None)
+    if unknown is not None:
+        raise InputError(f"{path} ranks document {unknown!r}, which is not in the corpus; was it made on another dataset?")
+    return path.stem, {q: run[q] for q in queries if q in run}

@@ -1,0 +1,275 @@
+"""Rerank first-stage candidates with any rerankd model, chunk by chunk, with a resumable score cache.
+
+Queries are cut into fixed chunks of about ``chunk_pairs`` (query, document) pairs, in sorted query
+order; each chunk is scored with one :meth:`Reranker.score_many` call (its pairs share batches) and
+appended to the cache as ONE JSON line, flushed and fsynced. A run killed mid-way therefore keeps
+every finished chunk, and a torn last line is dropped on the next start. Because the chunks are the
+same on every start, a resumed run scores exactly the batches an uninterrupted run would, so the
+two produce the same run file.
+
+The cache's first line records the model, backend, precision, max length, instruction and a hash
+of the queries and documents; a cache written with other settings is refused, never mixed in.
+
+Example:
+    >>> reranker = Reranker.from_pretrained("cross-encoder/ms-marco-MiniLM-L-6-v2")     # doctest: +SKIP
+    >>> outcome = rerank(reranker, data.queries, data.corpus, bm25_run, depth=100,
+    ...                  cache_path="out/scores.jsonl")                                   # doctest: +SKIP
+    >>> outcome.run["1"]                                                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from rerankd.errors import InputError
+from rerankd.evaluation.datasets import Doc, Run
+from rerankd.evaluation.first_stage import corpus_fingerprint, embed_texts
+from rerankd.evaluation.metrics import ranking
+
+CACHE_FORMAT = 1
+DEFAULT_CHUNK_PAIRS = 1024
+
+
+@dataclass
+class RerankOutcome:
+    """The reranked run (raw model scores) and how much of it was scored now versus read from cache."""
+
+    run: Run
+    pairs: int
+    pairs_scored: int
+    seconds: float
+
+    @property
+    def pairs_per_s(self) -> float | None:
+        """Throughput of the pairs scored in this call (``None`` when all came from the cache)."""
+        return self.pairs_scored / self.seconds if self.pairs_scored and self.seconds > 0 else None
+
+
+def reranker_settings(reranker: Any, *, instruction: str | None = None, max_doc_tokens: int | None = None) -> dict[str, Any]:
+    """What determines a reranker's scores: recorded in the cache header and in reports."""
+    backend = reranker.backend.describe()
+    return {
+        "model": reranker.name,
+        "kind": reranker.family.kind,
+        "backend": backend.get("backend", getattr(reranker.backend, "name", "")),
+        "dtype": str(backend.get("dtype")),
+        "max_length": reranker.family.max_length,
+        "instruction": instruction,
+        "max_doc_tokens": max_doc_tokens,
+    }
+
+
+def data_fingerprint(queries: Mapping[str, str], corpus: Mapping[str, Doc]) -> str:
+    """A hash of the query texts and the documents, so a cache is never reused on other data."""
+    digest = hashlib.sha256(corpus_fingerprint(dict(corpus)).encode())
+    for qid in sorted(queries):
+        for part in (qid, queries[qid]):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part.encode("utf-8"))
+    return digest.hexdigest()[:24]
+
+
+class ScoreCache:
+    """Append-only JSONL of reranker scores: a header line, then one ``{"scores": {qid: {docid: score}}}`` per chunk.
+
+    JSON floats round-trip exactly, so cached scores equal freshly computed ones bit for bit.
+    """
+
+    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.header = {"rerankd_score_cache": CACHE_FORMAT, **header}
+        self.scores: Run = {}
+        if not (self.path.exists() and self._load()):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(self.header, sort_keys=True) + "\n")
+                _sync(fh)
+
+    def _load(self) -> bool:
+        """Read the finished chunks; False when not even the header was written (start afresh)."""
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        good_end = 0
+        for number, line in enumerate(lines, start=1):
+            complete = number < len(lines)  # the piece after the last newline is unfinished
+            if not line.strip():
+                good_end += len(line) + (1 if complete else 0)
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if number >= len(lines) - 1:
+                    break  # torn last line from a killed run: drop it, the chunk is rescored
+                raise InputError(f"{self.path}:{number}: not valid JSON ({exc}); delete the file to start over") from exc
+            if not complete:
+                break  # a last line without its newline was never fully flushed
+            if number == 1:
+                self._check_header(row)
+            else:
+                scores = row.get("scores") if isinstance(row, dict) else None
+                if not isinstance(scores, dict):
+                    raise InputError(f"{self.path}:{number}: missing field 'scores'; delete the file to start over")
+                for qid, docs in scores.items():
+                    self.scores.setdefault(qid, {}).update({d: float(s) for d, s in docs.items()})
+            good_end += len(line) + 1
+        if not any(line.strip() for line in data[:good_end].split(b"\n")):
+            return False
+        if good_end < len(data):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good_end)
+        return True
+
+    def _check_header(self, row: Any) -> None:
+        if not isinstance(row, dict) or row.get("rerankd_score_cache") != CACHE_FORMAT:
+            raise InputError(f"{self.path}:1: not a rerankd score cache (format {CACHE_FORMAT}); use another path")
+        for key, want in self.header.items():
+            if row.get(key) != want:
+                raise InputError(
+                    f"{self.path} holds scores for {key}={row.get(key)!r} but this run has {key}={want!r}; "
+                    "use another output folder or delete the file to rescore"
+                )
+
+    def has(self, qid: str, docids: list[str]) -> bool:
+        cached = self.scores.get(qid)
+        return cached is not None and all(d in cached for d in docids)
+
+    def add(self, chunk: Run) -> None:
+        """Append one finished chunk and make it durable before returning."""
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"scores": chunk}) + "\n")
+            _sync(fh)
+        for qid, docs in chunk.items():
+            self.scores.setdefault(qid, {}).update(docs)
+
+
+def _sync(fh: Any) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def candidate_lists(candidates: Run, depth: int | None) -> dict[str, list[str]]:
+    """Each query's candidate ids best first (trec_eval's order), cut to ``depth``."""
+    return {qid: ranking(docs)[:depth] for qid, docs in candidates.items()}
+
+
+def chunks(qids: list[str], sizes: Mapping[str, int], chunk_pairs: int) -> Iterator[list[str]]:
+    """Consecutive groups of queries holding about ``chunk_pairs`` pairs each (at least one query)."""
+    group: list[str] = []
+    pairs = 0
+    for qid in qids:
+        group.append(qid)
+        pairs += sizes[qid]
+        if pairs >= chunk_pairs:
+            yield group
+            group, pairs = [], 0
+    if group:
+        yield group
+
+
+def rerank(
+    reranker: Any,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, Doc],
+    candidates: Run,
+    *,
+    depth: int | None = 100,
+    chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
+    cache_path: str | Path | None = None,
+    instruction: str | None = None,
+    max_doc_tokens: int | None = None,
+    progress: bool = True,
+    label: str = "rerank",
+) -> RerankOutcome:
+    """Rerank each query's top-``depth`` candidates; returns raw model scores (higher is better).
+
+    Documents whose title and text are both empty cannot be scored; they are kept, ranked below
+    every scored candidate of their query, so Recall@depth is the first stage's.
+    """
+    if chunk_pairs < 1:
+        raise InputError(f"chunk_pairs must be at least 1, got {chunk_pairs}")
+    lists = candidate_lists({q: d for q, d in candidates.items() if q in queries and d}, depth)
+    for qid in lists:
+        if not queries[qid].strip():
+            raise InputError(f"query {qid!r} is empty; remove it from the queries or give it text")
+        missing = [d for d in lists[qid] if d not in corpus]
+        if missing:
+            raise InputError(f"the candidates of query {qid!r} name document {missing[0]!r}, which is not in the corpus")
+    cache = None
+    if cache_path is not None:
+        header = {**reranker_settings(reranker, instruction=instruction, max_doc_tokens=max_doc_tokens),
+                  "data": data_fingerprint({q: queries[q] for q in lists}, corpus)}
+        cache = ScoreCache(cache_path, header)
+    qids = sorted(lists)
+    total = sum(len(v) for v in lists.values())
+    done = {q for q in qids if cache is not None and cache.has(q, lists[q])}
+    scored, seconds = 0, 0.0
+    scores: Run = {q: {d: cache.scores[q][d] for d in lists[q]} for q in done} if cache else {}
+    memo: dict[str, np.ndarray] = {}
+    from tqdm import tqdm
+
+    with tqdm(total=total, initial=sum(len(lists[q]) for q in done), unit="pair", desc=label, disable=not progress) as bar:
+        for group in chunks(qids, {q: len(lists[q]) for q in qids}, chunk_pairs):
+            todo = [q for q in group if q not in done]
+            if not todo:
+                continue
+            start = time.perf_counter()
+            chunk = _score_chunk(reranker, queries, corpus, {q: lists[q] for q in todo}, instruction, max_doc_tokens, memo)
+            seconds += time.perf_counter() - start
+            if cache is not None:
+                cache.add(chunk)
+            scores.update(chunk)
+            pairs = sum(len(lists[q]) for q in todo)
+            scored += pairs
+            bar.update(pairs)
+    return RerankOutcome(run=scores, pairs=total, pairs_scored=scored, seconds=seconds)
+
+
+def _score_chunk(
+    reranker: Any,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, Doc],
+    lists: dict[str, list[str]],
+    instruction: str | None,
+    max_doc_tokens: int | None,
+    memo: dict[str, np.ndarray],
+) -> Run:
+    texts = {q: [d for d in docs if corpus[d].full_text.strip()] for q, docs in lists.items()}
+    qids = [q for q in lists if texts[q]]
+    if reranker.family.kind == "bi-encoder":
+        raw = _bi_encoder_scores(reranker, queries, corpus, {q: texts[q] for q in qids}, max_doc_tokens, memo)
+    else:
+        results = reranker.score_many([queries[q] for q in qids], [[corpus[d].full_text for d in texts[q]] for q in qids],
+                                      instruction=instruction, max_doc_tokens=max_doc_tokens)
+        raw = {q: r.raw for q, r in zip(qids, results)}
+    chunk: Run = {}
+    for qid, docs in lists.items():
+        scored = {d: float(s) for d, s in zip(texts[qid], raw.get(qid, []))}
+        floor = min(scored.values(), default=0.0) - 1.0
+        chunk[qid] = {d: scored.get(d, floor) for d in docs}
+    return chunk
+
+
+def _bi_encoder_scores(
+    reranker: Any,
+    queries: Mapping[str, str],
+    corpus: Mapping[str, Doc],
+    texts: dict[str, list[str]],
+    max_doc_tokens: int | None,
+    memo: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Cosine scores, each distinct document embedded once per run (a top-100 repeats documents a lot)."""
+    new = sorted({d for docs in texts.values() for d in docs if d not in memo})
+    if new:
+        memo.update(zip(new, embed_texts(reranker, [corpus[d].full_text for d in new], max_doc_tokens)))
+    qids = list(texts)
+    query_vectors = embed_texts(reranker, [queries[q] for q in qids])
+    return {q: np.stack([memo[d] for d in texts[q]]).astype(np.float64) @ query_vectors[i].astype(np.float64)
+            for i, q in enumerate(qids)}

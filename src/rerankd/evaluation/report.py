@@ -89,7 +89,7 @@ def markdown(evaluation: Evaluation) -> str:
     primary = primary_metric(evaluation)
     parts = [
         f"# {evaluation.dataset or 'dataset'} ({evaluation.split}): {evaluation.queries} judged queries, "
-        f"top-{evaluation.depth} of {evaluation.first_stage.label} reranked\n",
+        f"top-{evaluation.depth} of {evaluation.first_stage.label} reranked\n\n",
         markdown_table(evaluation),
         f"\nSpeed: {evaluation.speed_note}.\n",
     ]

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not (CRANFIELD / "corpus.jsonl").exists(), reaso
 def run_args(model: Path, out: Path, cache: Path, *extra: str) -> list[str]:
     # one query per cache chunk, so a kill lands between many durable chunks
     return ["eval", "run", "--data", str(CRANFIELD), "--max-queries", str(QUERIES), "--k", str(K), "-m", str(model),
-            "--chunk-pairs", "1", "--cache-dir", str(cache), "--out", str(out), "--no-progress", *extra]
+            "--chunk-pairs", "1", "--dtype", "fp32", "--cache-dir", str(cache), "--out", str(out), "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_run_writes_run_files_json_markdown_and_charts(uninterrupted: Path) -> N
     assert len(reranked["per_query"]) == QUERIES
 
     report = (uninterrupted / "report.md").read_text()
-    assert "| bm25+stem+stop |" in report and "| bert-ce torch/auto |" in report and "pairs/s" in report
+    assert "| bm25+stem+stop |" in report and "| bert-ce torch/fp32 |" in report and "pairs/s" in report
     for chart in ("quality.png", "tradeoff.png"):
         assert (uninterrupted / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -75,7 +75,7 @@ def test_killed_run_resumes_to_the_same_run_file(tmp_path: Path, bert_ce: Path, 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "rerankd.cli", *run_args(bert_ce, out, cache_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    scores = out / "scores" / "bert-ce_torch_auto.jsonl"
+    scores = out / "scores" / "bert-ce_torch_fp32.jsonl"
     deadline = time.monotonic() + 240
     written = 0
     while time.monotonic() < deadline and proc.poll() is None:

@@ -125,5 +125,6 @@ def test_parse_candidate() -> None:
     assert parse_candidate("some/model") == Candidate(model="some/model")
     assert parse_candidate("name=bundled,dtype=bf16").model is None
     assert Candidate(model="/m/ce", dtype="bf16").title == "ce torch/bf16"
+    assert Candidate(model="/m/ce", backend="onnx").title_for("float32") == "ce onnx/fp32"
     with pytest.raises(InputError, match="KEY=VALUE"):
         parse_candidate("name=m,precision=int8")

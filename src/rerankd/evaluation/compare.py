@@ -26,6 +26,7 @@ from rerankd.evaluation.rerank_run import DEFAULT_CHUNK_PAIRS, candidate_lists, 
 from rerankd.evaluation.stats import PairedTest, paired_test
 
 _CANDIDATE_KEYS = ("name", "model", "backend", "dtype", "label", "max_length", "device")
+_SHORT_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,15 @@ class Candidate:
 
     @property
     def title(self) -> str:
+        return self.title_for(self.dtype)
+
+    def title_for(self, resolved_dtype: str | None) -> str:
+        """The label, or ``"<model> <backend>/<dtype>"`` with the precision the backend actually runs."""
         if self.label:
             return self.label
         name = Path(self.model).name if self.model else "bundled"
-        return f"{name} {self.backend}/{self.dtype or 'auto'}"
+        dtype = resolved_dtype or self.dtype or "auto"
+        return f"{name} {self.backend}/{_SHORT_DTYPES.get(dtype, dtype)}"
 
     def load(self, batch_tokens: int | None = None) -> Any:
         from rerankd.engine import Reranker
@@ -138,24 +144,22 @@ def evaluate_candidates(
     """
     if not candidates:
         raise InputError("no candidate to evaluate; give at least one model")
-    labels = [c.title for c in candidates]
-    if len(set(labels)) != len(labels):
-        raise InputError(f"two candidates share a label ({labels}); give each a distinct label=...")
     out = Path(out_dir)
     first_cut = {q: {d: first_run[q][d] for d in docs} for q, docs in candidate_lists(first_run, depth).items() if q in data.queries}
     first = SystemResult(first_stage_label, {"first_stage": first_stage_label, "depth": depth}, first_cut,
                          evaluate(data.qrels, first_cut, metrics))
     loaded = list(rerankers) if rerankers is not None else []
+    loaded += [candidate.load(batch_tokens) for candidate in candidates[len(loaded):]]
+    settings = [reranker_settings(reranker, instruction=instruction) for reranker in loaded]
+    labels = [c.title_for(s["dtype"]) for c, s in zip(candidates, settings)]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"two candidates share a label ({labels}); give each a distinct label=...")
     systems = []
-    for i, candidate in enumerate(candidates):
-        if i >= len(loaded):
-            loaded.append(candidate.load(batch_tokens))
-        reranker = loaded[i]
+    for reranker, label, setting in zip(loaded, labels, settings):
         outcome = rerank(reranker, data.queries, data.corpus, first_cut, depth=depth, chunk_pairs=chunk_pairs,
-                         cache_path=out / "scores" / f"{slug(candidate.title)}.jsonl", instruction=instruction,
-                         progress=progress, label=candidate.title)
-        settings = reranker_settings(reranker, instruction=instruction)
-        systems.append(SystemResult(candidate.title, settings, outcome.run, evaluate(data.qrels, outcome.run, metrics),
+                         cache_path=out / "scores" / f"{slug(label)}.jsonl", instruction=instruction,
+                         progress=progress, label=label)
+        systems.append(SystemResult(label, setting, outcome.run, evaluate(data.qrels, outcome.run, metrics),
                                     outcome.pairs_per_s))
     note = "pairs/s of the rerank itself (cached pairs not timed)"
     if throughput_pairs > 0:

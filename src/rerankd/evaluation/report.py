@@ -135,9 +135,8 @@ def tradeoff_chart(evaluation: Evaluation, path: Path) -> Path:
     for system in evaluation.rerankers:
         if not system.pairs_per_s:
             continue
-        ax.scatter(system.pairs_per_s, system.result.mean[primary], s=40)
-        ax.annotate(system.label, (system.pairs_per_s, system.result.mean[primary]), fontsize=8,
-                    textcoords="offset points", xytext=(4, 4))
+        # a legend, not annotations: candidates of one model sit close together and labels would overlap
+        ax.scatter(system.pairs_per_s, system.result.mean[primary], s=40, label=system.label)
     ax.axhline(evaluation.first_stage.result.mean[primary], linestyle="--", color="grey",
                label=f"first stage ({evaluation.first_stage.label})")
     ax.set_xscale("log")

@@ -99,9 +99,13 @@ def main() -> int:
     parser.add_argument("--cache-dir", default=".rerankd-cache/eval", help="BM25 indexes and corpus embeddings")
     parser.add_argument("--check-queries", type=int, default=5, help="queries per set also reranked through the engine")
     parser.add_argument("--out", default="runs/eval-real", help="folder for results.json and table.md")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy shared machine)")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     wanted = set(args.sets.split(","))
     results = [one_set(name, split, args) for name, split in SETS if name in wanted]

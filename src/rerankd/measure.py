@@ -120,6 +120,25 @@ def pairs_per_second(score: Callable[[], Any], pairs: int, reps: int = 3, warmup
     return pairs / statistics.median(times)
 
 
+def interleaved_pairs_per_second(
+    rerankers: dict[str, Any], queries: Sequence[str], doc_lists: Sequence[Sequence[str]], repeats: int = 3,
+    instruction: str | None = None,
+) -> dict[str, float]:
+    """Pairs per second of each reranker on the same requests, timed in turns (median of ``repeats``).
+
+    Turns, not one reranker after another: on a shared machine, load that comes and goes then hits
+    every reranker alike, so the ratios hold even when the absolute figures drift.
+    """
+    pairs = sum(len(docs) for docs in doc_lists)
+    times: dict[str, list[float]] = {name: [] for name in rerankers}
+    for _ in range(max(1, repeats)):
+        for name, reranker in rerankers.items():
+            start = time.perf_counter()
+            reranker.score_many(list(queries), [list(d) for d in doc_lists], instruction=instruction)
+            times[name].append(time.perf_counter() - start)
+    return {name: pairs / statistics.median(t) for name, t in times.items()}
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident memory.
 

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tempfile

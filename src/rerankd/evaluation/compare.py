@@ -13,10 +13,8 @@ Example:
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import median
 from typing import Any, Sequence
 
 from rerankd.errors import InputError
@@ -188,10 +186,7 @@ def throughput(rerankers: Sequence[Any], data: BeirDataset, candidates: Run, pai
             break
     if not n:
         raise InputError("no candidate pair to time")
-    times: list[list[float]] = [[] for _ in rerankers]
-    for _ in range(max(1, repeats)):
-        for i, reranker in enumerate(rerankers):
-            start = time.perf_counter()
-            reranker.score_many(queries, doc_lists, instruction=instruction)
-            times[i].append(time.perf_counter() - start)
-    return [n / median(t) for t in times]
+    from rerankd.measure import interleaved_pairs_per_second
+
+    speeds = interleaved_pairs_per_second(dict(enumerate(rerankers)), queries, doc_lists, repeats, instruction)
+    return [speeds[i] for i in range(len(rerankers))]

@@ -7,10 +7,8 @@ run). Throughput is measured on one fixed slice of those pairs, the models inter
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import median
 from typing import Any, Mapping, Sequence
 
 METRICS = ("ndcg@10", "mrr@10")
@@ -80,13 +78,9 @@ def throughput(rerankers: Mapping[str, Any], texts: Any, candidates: Mapping[str
         n += len(take)
     queries = [texts.queries[q] for q in qids]
     doc_texts = [[texts.docs[d] for d in ds] for ds in docs]
-    times: dict[str, list[float]] = {name: [] for name in rerankers}
-    for _ in range(repeats):
-        for name, reranker in rerankers.items():
-            start = time.perf_counter()
-            reranker.score_many(queries, doc_texts)
-            times[name].append(time.perf_counter() - start)
-    return {name: n / median(ts) for name, ts in times.items()}
+    from rerankd.measure import interleaved_pairs_per_second
+
+    return interleaved_pairs_per_second(dict(rerankers), queries, doc_texts, repeats)
 
 
 def compare(

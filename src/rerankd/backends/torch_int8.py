@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from rerankd._optional import require
-from rerankd.batching import PaddedBatch
+from rerankd.backends.torch_backend import TorchBackend
 from rerankd.errors import InputError
 from rerankd.families import Family
 
 
-class TorchInt8Backend:
-    """Dynamic int8 quantization of the family's torch module, on CPU.
+class TorchInt8Backend(TorchBackend):
+    """Dynamic int8 quantization of the family's torch module, on CPU (runs like :class:`TorchBackend`).
 
     Example:
         >>> Reranker.from_pretrained("cross-encoder/ms-marco-MiniLM-L6-v2", backend="torch-int8")  # doctest: +SKIP
@@ -44,17 +42,6 @@ class TorchInt8Backend:
         self.packed = supports_packing(family) if packed is None else packed
         if self.packed:
             self.module = packed_module(family, self.module)
-
-    def run(self, batch: PaddedBatch) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            inputs: dict[str, Any] = {
-                "input_ids": torch.from_numpy(batch.input_ids),
-                "attention_mask": torch.from_numpy(batch.attention_mask),
-            }
-            if batch.token_type_ids is not None:
-                inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids)
-            return self.module(**inputs).float().numpy()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": "int8", "parameters": self.parameters,

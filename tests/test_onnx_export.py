@@ -91,8 +91,17 @@ def test_hub_sentence_transformers_onnx_layout(bi_encoder: Path, tmp_path: Path,
     shutil.copytree(bi_encoder, repo)
     (repo / "onnx").mkdir()
     model = AutoModel.from_pretrained(str(repo), attn_implementation="eager").eval()
+
+    class TokenEmbeddings(torch.nn.Module):  # keyword call: positional order is not part of HF's API
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+
     ids, mask = torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)
-    torch.onnx.export(model, (ids, mask, torch.zeros_like(ids)), str(repo / "onnx" / "model.onnx"),
+    torch.onnx.export(TokenEmbeddings().eval(), (ids, mask, torch.zeros_like(ids)), str(repo / "onnx" / "model.onnx"),
                       input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["last_hidden_state"],
                       dynamic_axes={n: {0: "b", 1: "s"} for n in ["input_ids", "attention_mask", "token_type_ids", "last_hidden_state"]},
                       opset_version=17, dynamo=False)

@@ -44,7 +44,7 @@ def main() -> int:
     models = {"teacher": args.teacher, **dict(s.split("=", 1) for s in args.student)}
     if not args.no_bi_encoder:
         models["bi-encoder (all-MiniLM-L6-v2)"] = ""
-    rows = [ModelRow(f"BM25 (stemmed), first stage", bm25["ndcg@10"], bm25["mrr@10"], None, None, None)]
+    rows = [ModelRow("BM25 (stemmed), first stage", bm25["ndcg@10"], bm25["mrr@10"], None, None, None)]
     rows += compare(models, prepared.texts, prepared.qrels, candidates, max_length=args.max_length,
                     throughput_pairs=args.throughput_pairs, repeats=args.repeats)
     table = markdown_table(rows)

@@ -9,14 +9,14 @@ runs on realistic text.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+
+from rerankd.measure import document_lengths as doc_token_lengths  # noqa: F401 - the one definition, used by every script
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCIFACT = SHARED / "data" / "scifact" / "corpus.jsonl"
@@ -24,11 +24,6 @@ MINILM_TOKENIZER = SHARED / "tokenizers" / "ms-marco-MiniLM-L-6-v2"
 QWEN3_TOKENIZER = SHARED / "tokenizers" / "qwen3"
 QUERY = "Which immune cells drive inflammation in chronic kidney disease after injury?"
 SHAPES = ("minilm", "xlmr", "qwen")
-
-
-def doc_token_lengths(n: int, seed: int = 0) -> list[int]:
-    rng = np.random.default_rng(seed)
-    return [int(x) for x in np.clip(rng.lognormal(math.log(160), 0.6, n).astype(int), 16, 487)]
 
 
 def _corpus_texts(limit: int = 3000) -> list[str]:
@@ -144,17 +139,6 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], reps: int = 3) -> dict[
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-def median_time(fn: Callable[[], Any], reps: int = 3, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def naive_scorer(model_dir: Path, shape: str) -> Callable[[str, list[str]], None]:

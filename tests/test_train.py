@@ -111,6 +111,44 @@ def test_negatives_exclude_judged_documents_and_are_reproducible() -> None:
         assert not set(g.doc_ids[1:]) & set(qrels[g.qid])
 
 
+def test_title_queries_use_abstracts_only_and_never_dev_documents() -> None:
+    from rerankd.evaluation.datasets import Doc
+    from rerankd.training.data import title_queries
+
+    corpus = {f"d{i}": Doc(f"title {i}", f"abstract {i}") for i in range(10)}
+    corpus["d9"] = Doc("", "no title")
+    searched: list[dict[str, str]] = []
+
+    def run_for(queries: dict[str, str]) -> dict[str, dict[str, float]]:
+        searched.append(queries)  # every document matches, the source first
+        return {q: {q.split(":")[1]: 10.0, **{f"d{i}": float(i) for i in range(9)}} for q in queries}
+
+    made = title_queries(corpus, 100, seed=0, exclude_docs={"d0", "d1"}, run_for=run_for, pool_depth=4)
+    assert sorted(made.queries) == [f"title:d{i}" for i in range(2, 9)]  # no dev-judged source, no untitled doc
+    for q in made.training:
+        source = q.qid.split(":")[1]
+        assert made.queries[q.qid] == corpus[source].title and q.positives == [f"body:{source}"]
+        assert len(q.pool) == 4 and f"body:{source}" not in q.pool and all(d.startswith("body:") for d in q.pool)
+    assert all(text.startswith("abstract") for text in made.docs.values())
+    again = title_queries(corpus, 3, seed=0, exclude_docs=set(), run_for=run_for, pool_depth=4)
+    assert again.queries == title_queries(corpus, 3, seed=0, exclude_docs=set(), run_for=run_for, pool_depth=4).queries
+    assert len(again.queries) == 3
+
+
+def test_train_with_title_queries_trains_on_them(bare_encoder: Path, tmp_path: Path) -> None:
+    from rerankd.training.finetune import DataSettings, prepare_data, sampler_for
+
+    settings = DataSettings(str(SCIFACT), max_train_queries=4, max_dev_queries=3, eval_depth=5, title_queries=12)
+    prepared = prepare_data(settings, seed=0)
+    sampler = sampler_for(prepared, settings, negatives=3, seed=0)
+    title_groups = [g for g in sampler.epoch(0) if g.qid.startswith("title:")]
+    assert len(title_groups) == 12 and all(len(g.doc_ids) == 4 for g in title_groups)
+    dev_docs = {d for q in prepared.split.dev for d in prepared.qrels[q]}
+    assert not {g.qid.split(":")[1] for g in title_groups} & dev_docs
+    assert _train(bare_encoder, tmp_path / "ce", "--title-queries", "12", "--epochs", "1") == 0
+    assert "12 corpus titles" in (tmp_path / "ce" / "README.md").read_text()
+
+
 def test_loss_preconditions_and_values() -> None:
     import torch
 

@@ -23,6 +23,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train-queries", type=int, default=None, help="use only the first N training queries")
     parser.add_argument("--max-dev-queries", type=int, default=None, help="use only the first N dev queries")
     parser.add_argument("--cache-dir", default=None, help="cache for first-stage indexes")
+    parser.add_argument("--title-queries", type=int, default=0,
+                        help="add N corpus titles as training queries, each document's abstract as their positive (in-domain data beyond the qrels)")
 
 
 def add_loop_options(parser: argparse.ArgumentParser, *, lr: float) -> None:
@@ -67,6 +69,7 @@ def data_settings(args: argparse.Namespace) -> Any:
         data=args.data, split=args.split, dev_split=args.dev_split, dev_fraction=args.dev_fraction,
         retriever=args.retriever, dense_model=args.dense_model, pool_depth=args.pool_depth, eval_depth=args.eval_depth,
         max_train_queries=args.max_train_queries, max_dev_queries=args.max_dev_queries, cache_dir=args.cache_dir,
+        title_queries=args.title_queries,
     )
 
 

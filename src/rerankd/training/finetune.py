@@ -16,8 +16,10 @@ from rerankd.errors import InputError
 from rerankd.training.data import (
     GroupSampler,
     QuerySplit,
+    TrainingQuery,
     first_stage_run,
     split_queries,
+    title_queries,
     training_queries,
 )
 from rerankd.training.trainer import DevEvaluator, TextLookup, TrainConfig, seed_everything
@@ -40,6 +42,8 @@ class DataSettings:
     max_train_queries: int | None = None
     max_dev_queries: int | None = None
     cache_dir: str | None = None
+    #: Extra training queries: this many corpus titles, each with its own abstract as the positive.
+    title_queries: int = 0
 
 
 @dataclass
@@ -49,6 +53,8 @@ class PreparedData:
     qrels: dict[str, dict[str, int]]
     run: dict[str, dict[str, float]]
     texts: TextLookup
+    #: Training queries beyond the qrels (corpus titles), with their pools.
+    extra_queries: list[TrainingQuery] = field(default_factory=list)
 
     def describe(self, settings: DataSettings) -> dict[str, Any]:
         how = (f"qrels split '{settings.dev_split}'" if settings.dev_split else
@@ -60,6 +66,9 @@ class PreparedData:
             "candidates": f"{settings.retriever} top-{max(settings.pool_depth, settings.eval_depth)}"
                           + (" (English stemming, stopwords removed)" if settings.retriever == "bm25" else ""),
             "documents": "title + text",
+            **({"title queries": f"{len(self.extra_queries)} corpus titles as extra training queries, each with its own abstract "
+                                 "(title removed) as the positive and abstracts of its BM25 top documents as negatives; "
+                                 "documents judged for dev queries are never a source"} if self.extra_queries else {}),
         }
 
 
@@ -81,19 +90,29 @@ def prepare_data(settings: DataSettings, seed: int) -> PreparedData:
         split = split_queries(list(qrels), settings.dev_fraction, seed)
         queries = dict(dataset.queries)
     split = QuerySplit(train=split.train[: settings.max_train_queries], dev=split.dev[: settings.max_dev_queries])
-    run = first_stage_run(
-        dataset.corpus, {q: queries[q] for q in split.train + split.dev}, retriever=settings.retriever, depth=max(settings.pool_depth, settings.eval_depth),
-        cache_dir=settings.cache_dir, dense_model=settings.dense_model,
-    )
+    def run_for(some: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
+        return first_stage_run(dataset.corpus, some, retriever=settings.retriever, depth=depth,
+                               cache_dir=settings.cache_dir, dense_model=settings.dense_model)
+
+    run = run_for({q: queries[q] for q in split.train + split.dev}, max(settings.pool_depth, settings.eval_depth))
     texts = TextLookup(queries={q: queries[q] for q in split.train + split.dev},
                        docs={d: doc.full_text for d, doc in dataset.corpus.items()})
-    return PreparedData(dataset, split, qrels, run, texts)
+    extra: list[TrainingQuery] = []
+    if settings.title_queries:
+        dev_docs = {d for q in split.dev for d in qrels.get(q, {})}
+        titles = title_queries(dataset.corpus, settings.title_queries, seed, dev_docs,
+                               lambda some: run_for(some, settings.pool_depth + 1), settings.pool_depth)
+        texts = TextLookup(queries={**texts.queries, **titles.queries}, docs={**texts.docs, **titles.docs})
+        extra = titles.training
+    return PreparedData(dataset, split, qrels, run, texts, extra)
 
 
 def sampler_for(prepared: PreparedData, settings: DataSettings, negatives: int, seed: int) -> GroupSampler:
-    queries = training_queries(prepared.qrels, prepared.run, prepared.split.train, settings.pool_depth)
-    return GroupSampler(queries, negatives, list(prepared.texts.docs), seed,
-                        judged_docs={q: set(prepared.qrels.get(q, {})) for q in prepared.split.train})
+    queries = training_queries(prepared.qrels, prepared.run, prepared.split.train, settings.pool_depth) + prepared.extra_queries
+    judged_docs = {q: set(prepared.qrels.get(q, {})) for q in prepared.split.train}
+    judged_docs.update({q.qid: set(q.positives) for q in prepared.extra_queries})
+    # Random top-ups come from the real corpus only, so a qrels query never gets an abstract-only copy of a positive.
+    return GroupSampler(queries, negatives, list(prepared.dataset.corpus), seed, judged_docs=judged_docs)
 
 
 def dev_evaluator(prepared: PreparedData, settings: DataSettings) -> DevEvaluator | None:

@@ -117,14 +117,15 @@ def test_title_queries_use_abstracts_only_and_never_dev_documents() -> None:
 
     corpus = {f"d{i}": Doc(f"title {i}", f"abstract {i}") for i in range(10)}
     corpus["d9"] = Doc("", "no title")
-    searched: list[dict[str, str]] = []
+    depths: list[int] = []
 
-    def run_for(queries: dict[str, str]) -> dict[str, dict[str, float]]:
-        searched.append(queries)  # every document matches, the source first
+    def run_for(queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
+        depths.append(depth)  # every document matches, the source first
         return {q: {q.split(":")[1]: 10.0, **{f"d{i}": float(i) for i in range(9)}} for q in queries}
 
     made = title_queries(corpus, 100, seed=0, exclude_docs={"d0", "d1"}, run_for=run_for, pool_depth=4)
     assert sorted(made.queries) == [f"title:d{i}" for i in range(2, 9)]  # no dev-judged source, no untitled doc
+    assert depths == [5]  # one search, one deeper than the pool: the source is among the hits
     for q in made.training:
         source = q.qid.split(":")[1]
         assert made.queries[q.qid] == corpus[source].title and q.positives == [f"body:{source}"]

@@ -125,6 +125,28 @@ class DenseRetriever:
         return {q: {d: float(self.embeddings[row_of[d]] @ query_vectors[i]) for d in candidates[q]} for i, q in enumerate(qids)}
 
 
+RETRIEVERS = ("bm25", "dense")
+
+
+def first_stage_retriever(
+    kind: str,
+    corpus: dict[str, Doc],
+    *,
+    cache_dir: str | Path | None = None,
+    stemmer: str | None = "english",
+    stopwords: str | None = "en",
+    dense_model: Any = None,
+    dtype: str | None = None,
+    progress: bool = False,
+) -> BM25Retriever | DenseRetriever:
+    """A retriever over ``corpus`` (``"bm25"`` or ``"dense"``), indexed once and searched as often as needed."""
+    if kind == "bm25":
+        return BM25Retriever(corpus, stemmer=stemmer, stopwords=stopwords, cache_dir=cache_dir)
+    if kind == "dense":
+        return DenseRetriever(corpus, model=dense_model, cache_dir=cache_dir, dtype=dtype, progress=progress)
+    raise InputError(f"unknown retriever {kind!r}; use one of {RETRIEVERS}")
+
+
 def first_stage_run(
     spec: str,
     corpus: dict[str, Doc],
@@ -142,12 +164,14 @@ def first_stage_run(
 
     Returns a label for reports and the run cut to the queries asked for.
     """
-    if spec == "bm25":
-        label = "bm25" + ("+stem" if stemmer else "") + ("+stop" if stopwords else "")
-        return label, BM25Retriever(corpus, stemmer=stemmer, stopwords=stopwords, cache_dir=cache_dir).search(queries, k)
-    if spec == "dense":
-        dense = DenseRetriever(corpus, model=dense_model, cache_dir=cache_dir, dtype=dtype, progress=progress)
-        return f"dense:{Path(dense.reranker.name).name}", dense.search(queries, k)
+    if spec in RETRIEVERS:
+        engine = first_stage_retriever(spec, corpus, cache_dir=cache_dir, stemmer=stemmer, stopwords=stopwords,
+                                       dense_model=dense_model, dtype=dtype, progress=progress)
+        if isinstance(engine, DenseRetriever):
+            label = f"dense:{Path(engine.reranker.name).name}"
+        else:
+            label = "bm25" + ("+stem" if stemmer else "") + ("+stop" if stopwords else "")
+        return label, engine.search(queries, k)
     path = Path(spec.removeprefix("run:"))
     if not path.is_file():
         raise InputError(f"first stage {spec!r} is neither 'bm25', 'dense' nor run:FILE naming an existing TREC run file")

@@ -20,9 +20,6 @@ import numpy as np
 
 from rerankd.errors import InputError
 
-RETRIEVERS = ("bm25", "dense")
-
-
 @dataclass(frozen=True)
 class QuerySplit:
     train: list[str]
@@ -54,27 +51,6 @@ def positives(qrels: Mapping[str, Mapping[str, int]], qid: str) -> list[str]:
 
 def judged(qrels: Mapping[str, Mapping[str, int]], qid: str) -> set[str]:
     return set(qrels.get(qid, {}))
-
-
-def first_stage_run(
-    corpus: Mapping[str, Any],
-    queries: Mapping[str, str],
-    *,
-    retriever: str,
-    depth: int,
-    cache_dir: str | None = None,
-    dense_model: str | None = None,
-) -> dict[str, dict[str, float]]:
-    """Top-``depth`` candidates of each query from BM25 (stemmed, stopwords removed) or a bi-encoder."""
-    if retriever not in RETRIEVERS:
-        raise InputError(f"unknown retriever {retriever!r}; use one of {RETRIEVERS}")
-    from rerankd.evaluation.first_stage import BM25Retriever, DenseRetriever
-
-    if retriever == "bm25":
-        engine = BM25Retriever(corpus, stemmer="english", stopwords="en", cache_dir=cache_dir)
-    else:
-        engine = DenseRetriever(corpus, model=dense_model, cache_dir=cache_dir)
-    return engine.search(dict(queries), depth)
 
 
 def ranked_ids(run: Mapping[str, Mapping[str, float]], qid: str, depth: int | None = None) -> list[str]:
@@ -145,7 +121,7 @@ def title_queries(
         count: how many titles to use (fewer if the corpus has fewer eligible documents).
         seed: which documents are drawn (numpy permutation of the sorted eligible ids).
         exclude_docs: documents that must not be a source.
-        run_for: ``queries dict → run`` of the first stage (e.g. BM25 over the corpus).
+        run_for: ``(queries dict, depth) → run`` of the first stage (e.g. ``BM25Retriever.search``).
         pool_depth: hard negatives are drawn from this many first-stage candidates.
     """
     if count < 0:
@@ -154,7 +130,7 @@ def title_queries(
     order = np.random.default_rng([seed, 1]).permutation(len(eligible))
     sources = sorted(eligible[int(i)] for i in order[:count])
     queries = {TITLE_QUERY_PREFIX + d: corpus[d].title.strip() for d in sources}
-    run = run_for(queries) if queries else {}
+    run = run_for(queries, pool_depth + 1) if queries else {}  # + 1: the source itself is among them
     training = []
     for d in sources:
         qid = TITLE_QUERY_PREFIX + d

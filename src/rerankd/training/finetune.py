@@ -17,7 +17,6 @@ from rerankd.training.data import (
     GroupSampler,
     QuerySplit,
     TrainingQuery,
-    first_stage_run,
     split_queries,
     title_queries,
     training_queries,
@@ -90,18 +89,18 @@ def prepare_data(settings: DataSettings, seed: int) -> PreparedData:
         split = split_queries(list(qrels), settings.dev_fraction, seed)
         queries = dict(dataset.queries)
     split = QuerySplit(train=split.train[: settings.max_train_queries], dev=split.dev[: settings.max_dev_queries])
-    def run_for(some: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
-        return first_stage_run(dataset.corpus, some, retriever=settings.retriever, depth=depth,
-                               cache_dir=settings.cache_dir, dense_model=settings.dense_model)
+    from rerankd.evaluation.first_stage import first_stage_retriever
 
-    run = run_for({q: queries[q] for q in split.train + split.dev}, max(settings.pool_depth, settings.eval_depth))
+    # One index (or corpus embedding) serves the qrels queries and the title queries.
+    retriever = first_stage_retriever(settings.retriever, dataset.corpus, cache_dir=settings.cache_dir,
+                                      dense_model=settings.dense_model)
+    run = retriever.search({q: queries[q] for q in split.train + split.dev}, max(settings.pool_depth, settings.eval_depth))
     texts = TextLookup(queries={q: queries[q] for q in split.train + split.dev},
                        docs={d: doc.full_text for d, doc in dataset.corpus.items()})
     extra: list[TrainingQuery] = []
     if settings.title_queries:
         dev_docs = {d for q in split.dev for d in qrels.get(q, {})}
-        titles = title_queries(dataset.corpus, settings.title_queries, seed, dev_docs,
-                               lambda some: run_for(some, settings.pool_depth + 1), settings.pool_depth)
+        titles = title_queries(dataset.corpus, settings.title_queries, seed, dev_docs, retriever.search, settings.pool_depth)
         texts = TextLookup(queries={**texts.queries, **titles.queries}, docs={**texts.docs, **titles.docs})
         extra = titles.training
     return PreparedData(dataset, split, qrels, run, texts, extra)

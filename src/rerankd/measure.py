@@ -11,7 +11,8 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -137,6 +138,36 @@ def interleaved_pairs_per_second(
             reranker.score_many(list(queries), [list(d) for d in doc_lists], instruction=instruction)
             times[name].append(time.perf_counter() - start)
     return {name: pairs / statistics.median(t) for name, t in times.items()}
+
+
+def leading_pairs(requests: Iterable[tuple[str, Sequence[str]]], pairs: int) -> tuple[list[str], list[list[str]]]:
+    """The first ``pairs`` (query, document) pairs of ``requests``, as ``score_many`` arguments.
+
+    Example:
+        >>> leading_pairs([("q1", ["a", "b"]), ("q2", ["c", "d"])], 3)
+        (['q1', 'q2'], [['a', 'b'], ['c']])
+    """
+    queries: list[str] = []
+    doc_lists: list[list[str]] = []
+    n = 0
+    for query, docs in requests:
+        if n >= pairs:
+            break
+        take = list(docs)[: pairs - n]
+        if take:
+            queries.append(query)
+            doc_lists.append(take)
+            n += len(take)
+    return queries, doc_lists
+
+
+#: Files that hold a model's weights: what a deployment ships (ONNX external data included).
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".onnx", ".data"})
+
+
+def weights_size_bytes(model_dir: str | Path) -> int:
+    """Bytes of weight files under ``model_dir`` (tokenizer and config files not counted)."""
+    return sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
 
 
 def peak_rss_bytes() -> int:

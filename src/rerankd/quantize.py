@@ -46,6 +46,7 @@ def quantize_model(
     """Quantize ``model`` to ``to`` into ``out`` and return the report (also written as report.json/.md)."""
     from rerankd.families import load_family
     from rerankd.hub import resolve_model
+    from rerankd.measure import weights_size_bytes
 
     if to not in TARGETS:
         raise InputError(f"cannot quantize to {to!r}; use one of {', '.join(TARGETS)}")
@@ -61,8 +62,8 @@ def quantize_model(
         write_quantized(model_dir, family, to, staged)
         backend = "onnx" if to == "int8" else "torch"
         sides = {
-            "original": {"path": str(model_dir), "backend": "torch", "dtype": "fp32", "size_bytes": _weights_size(model_dir)},
-            "quantized": {"path": str(staged), "backend": backend, "dtype": to, "size_bytes": _weights_size(staged)},
+            "original": {"path": str(model_dir), "backend": "torch", "dtype": "fp32", "size_bytes": weights_size_bytes(model_dir)},
+            "quantized": {"path": str(staged), "backend": backend, "dtype": to, "size_bytes": weights_size_bytes(staged)},
         }
         scores = {}
         for side, spec in sides.items():
@@ -219,11 +220,6 @@ def _quality_sets(dataset: str | Path | None, split: str, n_queries: int, k: int
         set_ids.append((qid, ids))
         sets.append((data.queries[qid], [data.corpus[d].full_text for d in ids]))
     return QualitySets(sets, set_ids, data.qrels)
-
-
-def _weights_size(path: Path) -> int:
-    suffixes = {".safetensors", ".bin", ".onnx", ".data"}
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and f.suffix in suffixes)
 
 
 if __name__ == "__main__":

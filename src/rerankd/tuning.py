@@ -14,10 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from rerankd.backends.base import Backend
 from rerankd.errors import InputError
 from rerankd.families import Family, load_family
+from rerankd.hub import cache_root
 
 RECORD_VERSION = 1
 
@@ -50,10 +51,6 @@ class AccuracyBound:
 
 CANDIDATES = (Candidate("torch", "bf16"), Candidate("torch-int8", "int8"), Candidate("onnx", "fp32"), Candidate("onnx", "int8"))
 REFERENCE = Candidate("torch", "fp32")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RERANKD_CACHE") or Path.home() / ".cache" / "rerankd")
 
 
 def machine_fingerprint() -> dict[str, Any]:
@@ -126,7 +123,7 @@ def tune(
     query, documents = rerank_workload(n_docs, scale=length_scale)
     reference_engine = Reranker(family, _backend(family, REFERENCE))
     reference = reference_engine.score(query, documents)
-    reference_speed = pairs_per_second(lambda: reference_engine.score(query, documents), len(documents), reps)
+    reference_speed = pairs_per_second(functools.partial(reference_engine.score, query, documents), len(documents), reps)
     del reference_engine
     rows = []
     for candidate in candidates:
@@ -134,7 +131,7 @@ def tune(
         try:
             engine = Reranker(family, _backend(family, candidate, row["artifact"]))
             scores = engine.score(query, documents)
-            row["pairs_per_s"] = round(pairs_per_second(lambda: engine.score(query, documents), len(documents), reps), 3)
+            row["pairs_per_s"] = round(pairs_per_second(functools.partial(engine.score, query, documents), len(documents), reps), 3)
             agreement = compare_scores(reference, scores)
             row.update(agreement.as_dict())
             row["accepted"], row["reason"] = _judge(agreement.spearman, agreement.max_abs_delta, bound)

@@ -97,8 +97,9 @@ def _metrics(text: str) -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "rerankd" / "eval"
+    from rerankd.hub import cache_root
+
+    return cache_root() / "eval"
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[Any, str, dict[str, dict[str, float]]]:

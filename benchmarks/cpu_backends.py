@@ -71,10 +71,12 @@ def run_row(shape: str, row: str, model_dir: Path, onnx_dir: Path, reps: int) ->
 
 
 def model_size(row: str, model_dir: Path, onnx_dir: Path) -> int:
+    from rerankd.measure import weights_size_bytes
+
     spec = ROWS[row]
     if spec and spec[0] == "onnx":
-        return sum(f.stat().st_size for f in (onnx_dir / spec[1]).glob("model.onnx*"))
-    weights = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+        return weights_size_bytes(onnx_dir / spec[1])
+    weights = weights_size_bytes(model_dir)
     return weights // 2 if spec and spec[1] == "bf16" else weights  # bf16 holds half the fp32 bytes
 
 

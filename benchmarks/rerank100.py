@@ -7,6 +7,7 @@ Prints a markdown table: pairs/s of each, the speed-up, and the share of the bf1
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +42,8 @@ def main() -> None:
         flops = workload.useful_flops(model_dir, [len(s) for s in reranker.prepare(workload.QUERY, docs).sequences])
         naive_run = workload.naive_scorer(model_dir, shape)
         times = workload.interleaved_times(
-            {"rerankd": lambda: reranker.score(workload.QUERY, docs), "naive": lambda: naive_run(workload.QUERY, docs)}, reps=args.reps
+            {"rerankd": functools.partial(reranker.score, workload.QUERY, docs), "naive": functools.partial(naive_run, workload.QUERY, docs)},
+            reps=args.reps,
         )
         ours, naive = times["rerankd"], times["naive"]
         del reranker, naive_run

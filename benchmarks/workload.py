@@ -9,12 +9,10 @@ runs on realistic text.
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
-
 
 from rerankd.measure import document_lengths as doc_token_lengths  # noqa: F401 - the one definition, used by every script
 
@@ -129,16 +127,10 @@ def bf16_gemm_ceiling(n: int = 2048, reps: int = 10) -> float:
 
 
 def interleaved_times(fns: dict[str, Callable[[], Any]], reps: int = 3) -> dict[str, float]:
-    """Median seconds of each function, run in turns so that noise on a shared machine hits all alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median seconds of each function, run in turns (one warm-up round) so that noise on a shared machine hits all alike."""
+    from rerankd.measure import interleaved_median_seconds
+
+    return interleaved_median_seconds(fns, reps, warmup=1)
 
 
 def naive_scorer(model_dir: Path, shape: str) -> Callable[[str, list[str]], None]:

@@ -7,6 +7,7 @@ quantize reports need no dataset. ``compare_scores`` gives the agreement of two 
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -109,35 +110,39 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], reps: int = 3, warmup: int = 0) -> dict[str, float]:
+    """Median seconds of each function over ``reps`` rounds, after ``warmup`` untimed rounds.
+
+    Turns, not one function after another: on a shared machine, load that comes and goes then hits
+    every function alike, so the ratios hold even when the absolute figures drift.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, reps)):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def pairs_per_second(score: Callable[[], Any], pairs: int, reps: int = 3, warmup: int = 1) -> float:
     """Pairs per second of ``score()`` (median of ``reps`` timed runs after ``warmup``)."""
-    for _ in range(warmup):
-        score()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        score()
-        times.append(time.perf_counter() - start)
-    return pairs / statistics.median(times)
+    return pairs / interleaved_median_seconds({"score": score}, reps, warmup)["score"]
 
 
 def interleaved_pairs_per_second(
     rerankers: dict[str, Any], queries: Sequence[str], doc_lists: Sequence[Sequence[str]], repeats: int = 3,
     instruction: str | None = None,
 ) -> dict[str, float]:
-    """Pairs per second of each reranker on the same requests, timed in turns (median of ``repeats``).
-
-    Turns, not one reranker after another: on a shared machine, load that comes and goes then hits
-    every reranker alike, so the ratios hold even when the absolute figures drift.
-    """
+    """Pairs per second of each reranker on the same requests, timed in turns (median of ``repeats``)."""
     pairs = sum(len(docs) for docs in doc_lists)
-    times: dict[str, list[float]] = {name: [] for name in rerankers}
-    for _ in range(max(1, repeats)):
-        for name, reranker in rerankers.items():
-            start = time.perf_counter()
-            reranker.score_many(list(queries), [list(d) for d in doc_lists], instruction=instruction)
-            times[name].append(time.perf_counter() - start)
-    return {name: pairs / statistics.median(t) for name, t in times.items()}
+    query_list, doc_list = list(queries), [list(d) for d in doc_lists]
+    fns = {name: functools.partial(reranker.score_many, query_list, doc_list, instruction=instruction)
+           for name, reranker in rerankers.items()}
+    return {name: pairs / seconds for name, seconds in interleaved_median_seconds(fns, repeats).items()}
 
 
 def leading_pairs(requests: Iterable[tuple[str, Sequence[str]]], pairs: int) -> tuple[list[str], list[list[str]]]:

@@ -50,6 +50,40 @@ def test_export_directory_loads_back_as_the_same_family(bert_ce: Path, exports: 
     assert not list(out.glob("*.safetensors")), "the torch weights must not be copied next to the graph"
 
 
+def test_large_graph_path_fuses_and_scores_like_the_small_one(
+    xlmr_ce: Path, exports: Path, tmp_path: Path, sentences: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graphs past protobuf's 2 GB limit take another route (external data, no symbolic shape inference
+    in the optimizer, which ran out of memory on the XLM-R large shape); a tiny model sent down that
+    route must fuse the same operators and score the same."""
+    small = exports / "xlmr_ce"
+    if not small.exists():
+        export_model(str(xlmr_ce), small)
+    import onnxruntime.transformers.optimizer  # noqa: F401  (puts its folder on sys.path, as export does)
+    from onnx_model import OnnxModel  # the optimizer's fusions import it under this top-level name
+
+    shape_inference_runs: list[object] = []
+    real_infer = OnnxModel.infer_runtime_shape
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        helper = real_infer(self, *args, **kwargs)  # None when the optimizer was told not to infer shapes
+        if helper is not None:
+            shape_inference_runs.append(helper)
+        return helper
+
+    monkeypatch.setattr(OnnxModel, "infer_runtime_shape", spy)
+    monkeypatch.setattr("rerankd.export._EXTERNAL_DATA_BYTES", 1024)
+    big = export_model(str(xlmr_ce), tmp_path / "as-large")
+    assert not shape_inference_runs, "symbolic shape inference on a large graph needs several copies of its weights"
+    assert (big / "model.onnx.data").is_file(), "the large-graph route keeps the weights in an external file"
+    small_info, big_info = read_export_info(small), read_export_info(big)
+    assert small_info is not None and big_info is not None
+    assert "Attention" in big_info.optimization and big_info.optimization == small_info.optimization
+    expected = Reranker.from_pretrained(str(small), backend="onnx").score(QUERY, sentences, raw=True)
+    got = Reranker.from_pretrained(str(big), backend="onnx").score(QUERY, sentences, raw=True)
+    np.testing.assert_allclose(got, expected, atol=TOL)
+
+
 def test_qwen_export_has_no_vocabulary_output(qwen3_lm: Path, exports: Path) -> None:
     import onnx
 

@@ -81,6 +81,35 @@ def test_teacher_scoring_resumes_and_skips_finished_queries(bert_ce: Path, tmp_p
         assert resumed[q] == pytest.approx(full[q], abs=1e-6)
 
 
+def test_deeper_candidates_score_only_the_new_documents(bert_ce: Path, tmp_path: Path) -> None:
+    """A second run with more candidates per query reuses the scored pairs and appends only the new ones."""
+    from rerankd import Reranker
+    from rerankd.training.teacher import read_scores, score_with_teacher
+    from rerankd.training.trainer import TextLookup
+
+    reranker = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="fp32")
+    texts = TextLookup({"q1": "vitamin d", "q2": "bone density"}, {"d1": "one", "d2": "two", "d3": "three", "d4": "four"})
+    path = tmp_path / "scores.jsonl"
+    shallow = score_with_teacher(reranker, texts, {"q1": ["d1", "d2"], "q2": ["d3"]}, path, progress=False)
+    scored: list[list[str]] = []
+    original = reranker.score_many
+
+    def counting(queries, docs, **kw):  # type: ignore[no-untyped-def]
+        scored.extend(docs)
+        return original(queries, docs, **kw)
+
+    reranker.score_many = counting  # type: ignore[method-assign]
+    deep_candidates = {"q1": ["d1", "d2", "d3", "d4"], "q2": ["d3"]}
+    deep = score_with_teacher(reranker, texts, deep_candidates, path, progress=False)
+    assert scored == [["three", "four"]]  # q1's new documents only; q2 was complete
+    assert deep["q1"]["d1"] == shallow["q1"]["d1"] and set(deep["q1"]) == {"d1", "d2", "d3", "d4"}
+    assert read_scores(path) == deep
+    fresh = score_with_teacher(Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="fp32"), texts, deep_candidates,
+                               tmp_path / "fresh.jsonl", progress=False)
+    for q in fresh:
+        assert deep[q] == pytest.approx(fresh[q], abs=1e-5)
+
+
 def test_layer_students() -> None:
     from rerankd.errors import InputError
     from rerankd.training.students import parse_layer_spec

@@ -5,7 +5,9 @@ scores are the engine's *raw* scores (logit or yes-vs-no log-odds), the scale di
 
 The file is JSON Lines, one query per line: ``{"qid": ..., "scores": {doc_id: score, ...}}``,
 appended and flushed every few queries. A run that is stopped keeps every finished line; the next
-run reads them, drops a torn last line, and scores only the queries still missing.
+run reads them, drops a torn last line, and scores only the (query, document) pairs still missing:
+a later run with deeper candidate pools scores just the new documents and appends them as another
+line for the same query (lines of one query merge on reading).
 
 Example:
     >>> scores = score_with_teacher(reranker, texts, {"q1": ["d1", "d2"]}, Path("teacher_scores.jsonl"))  # doctest: +SKIP
@@ -25,7 +27,8 @@ META_SUFFIX = ".meta.json"
 
 
 def read_scores(path: Path) -> dict[str, dict[str, float]]:
-    """Finished lines of a teacher-score file; a torn last line (from a crash mid-write) is ignored."""
+    """Finished lines of a teacher-score file, merged per query; a torn last line (from a crash
+    mid-write) is ignored."""
     scores: dict[str, dict[str, float]] = {}
     if not path.exists():
         return scores
@@ -34,7 +37,7 @@ def read_scores(path: Path) -> dict[str, dict[str, float]]:
             if not line.endswith("\n"):
                 break  # torn write: that query is scored again
             row = json.loads(line)
-            scores[str(row["qid"])] = {str(d): float(s) for d, s in row["scores"].items()}
+            scores.setdefault(str(row["qid"]), {}).update({str(d): float(s) for d, s in row["scores"].items()})
     return scores
 
 
@@ -81,16 +84,17 @@ def score_with_teacher(
     _check_meta(path, str(reranker.name))
     _drop_torn_tail(path)
     done = read_scores(path)
-    todo = [q for q in sorted(candidates) if q not in done and candidates[q]]
+    missing = {q: [d for d in candidates[q] if d not in done.get(q, {})] for q in sorted(candidates)}
+    todo = [q for q, docs in missing.items() if docs]
     bar = tqdm(total=len(candidates), initial=len(candidates) - len(todo), desc="teacher scoring", unit="query",
                disable=not progress, dynamic_ncols=True)
     with open(path, "a", encoding="utf-8") as fh:
         for start in range(0, len(todo), queries_per_write):
             chunk = todo[start : start + queries_per_write]
-            results = reranker.score_many([texts.queries[q] for q in chunk], [[texts.docs[d] for d in candidates[q]] for q in chunk])
+            results = reranker.score_many([texts.queries[q] for q in chunk], [[texts.docs[d] for d in missing[q]] for q in chunk])
             for qid, result in zip(chunk, results):
-                row = {d: float(s) for d, s in zip(candidates[qid], result.raw)}
-                done[qid] = row
+                row = {d: float(s) for d, s in zip(missing[qid], result.raw)}
+                done.setdefault(qid, {}).update(row)
                 fh.write(json.dumps({"qid": qid, "scores": row}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())  # a finished chunk survives a crash

@@ -25,7 +25,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
     parser.add_argument("--teacher", required=True)
-    parser.add_argument("--student", action="append", default=[], help="NAME=DIR, repeatable")
+    parser.add_argument("--student", action="append", default=[], help="NAME=DIR, repeatable (split at the last =, so a name may hold one)")
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--dev-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
@@ -41,7 +41,7 @@ def main() -> int:
     dev = prepared.split.dev
     candidates = {q: ranked_ids(prepared.run, q, args.depth) for q in dev}
     bm25 = metrics_of(prepared.qrels, {q: prepared.run[q] for q in dev})
-    models = {"teacher": args.teacher, **dict(s.split("=", 1) for s in args.student)}
+    models = {"teacher": args.teacher, **dict(s.rsplit("=", 1) for s in args.student)}
     if not args.no_bi_encoder:
         models["bi-encoder (all-MiniLM-L6-v2)"] = ""
     rows = [ModelRow("BM25 (stemmed), first stage", bm25["ndcg@10"], bm25["mrr@10"], None, None, None)]

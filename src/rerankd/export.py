@@ -243,6 +243,10 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool = True, keep_
     op_types = ["MatMul", "Attention"]
     graph = onnx.load(str(source), load_external_data=False).graph
     excluded = [n.name for n in graph.node if n.op_type == "MatMul" and is_ffn_output(n.name)] if keep_ffn_output else []
+    # A product with a vector (the LLM family's yes−no row) gets a per-channel zero point that ONNX Runtime's
+    # DynamicQuantizeMatMul rejects at run time ("b zero point is not valid"); it is one dot product per row.
+    vectors = {t.name for t in graph.initializer if len(t.dims) < 2}
+    excluded += [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in vectors]
     settings = {"weight_type": "QInt8", "per_channel": per_channel, "op_types": op_types, "reduce_range": False,
                 "kept_fp32": f"{len(excluded)} FFN down-projections" if excluded else "none"}
     quantize_dynamic(str(source), str(target), op_types_to_quantize=op_types, per_channel=per_channel,

@@ -109,6 +109,9 @@ def test_int8_export_is_smaller_and_recorded(bert_ce: Path, exports: Path, sente
 def test_int8_llm_export_runs_and_ranks_like_fp32(qwen3_lm: Path, tmp_path: Path, sentences: list[str]) -> None:
     """The yes−no head is a product with a vector, which ONNX Runtime cannot run per-channel quantized."""
     out = export_model(str(qwen3_lm), tmp_path / "qwen-int8", precision="int8")
+    info = read_export_info(out)
+    assert info is not None and info.quantization is not None
+    assert "1 products with a vector" in info.quantization["kept_fp32"]
     fp32 = np.array(Reranker.from_pretrained(str(qwen3_lm), device="cpu", dtype="fp32").score(QUERY, sentences, raw=True))
     int8 = np.array(Reranker.from_pretrained(str(out), backend="onnx").score(QUERY, sentences, raw=True))
     assert np.corrcoef(fp32, int8)[0, 1] > 0.9

@@ -203,7 +203,8 @@ def optimize_graph(family: Family, source: Path, target: Path) -> str:
         hidden = int(family.config.get("hidden_size", 0) or 0)
         heads = int(family.config.get("num_attention_heads", 0) or 0)
         options = FusionOptions(_ORT_OPTIMIZER_TYPES[model_type])
-        if _needs_external_data(source):
+        large = _needs_external_data(source)
+        if large:
             # Symbolic shape inference copies the whole in-memory graph, weights included, several times:
             # on the XLM-R large shape (2.2 GB) it passed 15 GiB of RSS (and was OOM-killed at 24 GiB),
             # while without it the optimizer peaks at 3.8 GiB and makes the same fusions (Attention×24,
@@ -212,7 +213,7 @@ def optimize_graph(family: Family, source: Path, target: Path) -> str:
         optimized = optimizer.optimize_model(str(source), model_type=_ORT_OPTIMIZER_TYPES[model_type],
                                              num_heads=heads, hidden_size=hidden, opt_level=1,
                                              optimization_options=options)
-        optimized.save_model_to_file(str(target), use_external_data_format=_needs_external_data(source))
+        optimized.save_model_to_file(str(target), use_external_data_format=large)
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         return "onnxruntime.transformers optimizer (" + ", ".join(f"{k}×{v}" for k, v in sorted(fused.items())) + ")"
     ort = require("onnxruntime")
@@ -242,13 +243,15 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool = True, keep_
 
     op_types = ["MatMul", "Attention"]
     graph = onnx.load(str(source), load_external_data=False).graph
-    excluded = [n.name for n in graph.node if n.op_type == "MatMul" and is_ffn_output(n.name)] if keep_ffn_output else []
+    ffn_outputs = [n.name for n in graph.node if n.op_type == "MatMul" and is_ffn_output(n.name)] if keep_ffn_output else []
     # A product with a vector (the LLM family's yes−no row) gets a per-channel zero point that ONNX Runtime's
     # DynamicQuantizeMatMul rejects at run time ("b zero point is not valid"); it is one dot product per row.
     vectors = {t.name for t in graph.initializer if len(t.dims) < 2}
-    excluded += [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in vectors]
+    vector_products = [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in vectors]
+    excluded = ffn_outputs + vector_products
+    kept = [f"{len(names)} {what}" for names, what in ((ffn_outputs, "FFN down-projections"), (vector_products, "products with a vector")) if names]
     settings = {"weight_type": "QInt8", "per_channel": per_channel, "op_types": op_types, "reduce_range": False,
-                "kept_fp32": f"{len(excluded)} FFN down-projections" if excluded else "none"}
+                "kept_fp32": ", ".join(kept) or "none"}
     quantize_dynamic(str(source), str(target), op_types_to_quantize=op_types, per_channel=per_channel,
                      weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                      use_external_data_format=_needs_external_data(source),

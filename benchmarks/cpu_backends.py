@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/cpu_backends.py [--shapes minilm xlmr qwen] [--reps 2] [--profile]
 
-Each row runs in its own subprocess so its peak RSS is its own. Rows: rerankd torch bf16 / fp32,
-torch-int8, ONNX Runtime fp32 / int8 / int8 with every product quantized (exported once per shape), sentence-transformers
+Each row runs in its own subprocess so its peak RSS is its own. Rows: rerankd torch bf16 / fp32
+(and bf16 with plain nn.Linear layers, to show what the oneDNN layers bring), torch-int8, ONNX Runtime fp32 / int8 / int8 with every product quantized (exported once per shape), sentence-transformers
 CrossEncoder.predict with default settings (encoder shapes), and PERF.md's naive baseline (HF fp32,
 batch 32 in input order). Prints pairs/s, % of the bf16 GEMM ceiling (2048³ via torch, measured at
 the start of the run), peak RSS, model size, and the ratios the targets are about.
@@ -25,6 +25,8 @@ import workload  # noqa: E402
 
 ROWS = {  # name → (backend, dtype) for rerankd rows; None for the baselines
     "rerankd torch bf16": ("torch", "bf16"),
+    # The same without oneDNN-reordered weights and fused activations (backends/onednn_linear.py).
+    "rerankd torch bf16, plain nn.Linear": ("torch-plain", "bf16"),
     "rerankd torch fp32": ("torch", "fp32"),
     "rerankd torch-int8": ("torch-int8", "int8"),
     "rerankd onnx fp32": ("onnx", "fp32"),
@@ -52,6 +54,15 @@ def run_row(shape: str, row: str, model_dir: Path, onnx_dir: Path, reps: int) ->
         backend, dtype = spec
         if backend == "onnx":
             reranker = Reranker.from_pretrained(str(onnx_dir / dtype), backend="onnx")
+        elif backend == "torch-plain":
+            from rerankd.backends.torch_backend import TorchBackend
+            from rerankd.batching import BatchLimits
+            from rerankd.device import default_batch_tokens
+            from rerankd.families import load_family
+
+            family = load_family(model_dir)
+            reranker = Reranker(family, TorchBackend(family, device="cpu", dtype=dtype, onednn=False),
+                                batch_limits=BatchLimits(default_batch_tokens("cpu")))
         else:
             reranker = Reranker.from_pretrained(str(model_dir), backend=backend, dtype=None if dtype == "int8" else dtype)
         score = lambda: reranker.score(query, docs)  # noqa: E731

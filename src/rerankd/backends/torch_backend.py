@@ -22,8 +22,10 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None) -> None:
+    def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
+                 onednn: bool = True) -> None:
         self.torch = require("torch")
+        from rerankd.backends.onednn_linear import OneDnnReport, onednn_linear_supported, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
 
@@ -36,6 +38,10 @@ class TorchBackend:
         self.packed = supports_packing(family) and self.device == "cpu" if packed is None else packed
         if self.packed:
             self.module = packed_module(family, self.module)
+        # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
+        # onednn=False keeps plain nn.Linear layers, to compare.
+        wanted = onednn and self.device == "cpu" and onednn_linear_supported(torch_dtype(self.dtype))
+        self.onednn = use_onednn_linear(self.module) if wanted else OneDnnReport()
 
     def run(self, batch: PaddedBatch) -> np.ndarray:
         torch = self.torch
@@ -51,4 +57,5 @@ class TorchBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters,
-                "packed": self.packed}
+                "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
+                "onednn_fused_activations": self.onednn.fused_activations}

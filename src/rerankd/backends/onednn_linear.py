@@ -1,0 +1,115 @@
+"""Linear layers on oneDNN with their weights reordered once, and the activation after them fused.
+
+``nn.Linear`` on a CPU hands its plain row-major weight to oneDNN (bf16) or MKL (fp32) on every call,
+and the activation that follows is a separate pass over the output. Reordering each weight once
+into oneDNN's blocked layout and running ``torch.ops.mkldnn._linear_pointwise`` with the activation
+as a post-op removes both costs. Measured on this 2-core AVX512-BF16 CPU (GFLOP/s per product):
+XLM-R large's FFN up-projection 529 → 821 in bf16 (and 70.6 → 42.2 ms with GELU fused), fp32
+122 → 279; end to end +13% pairs/s on MiniLM and +17% on XLM-R large in bf16.
+
+These are the ops torch's own compiler emits for frozen CPU graphs (``torch._inductor.config.freezing``).
+We call them directly because ``torch.compile`` cannot take the packed modules: the per-sequence
+boundaries of every batch are Python integers, so each batch recompiled (MiniLM: 192 s for the first
+rerank-100 call, then the recompile limit and eager speed). Where the ops are missing (a torch build
+without oneDNN, or bf16 on a CPU oneDNN cannot run it on), the model is left as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rerankd._optional import require
+
+torch = require("torch")
+nn = torch.nn
+
+# Activation module class → oneDNN post-op (name, algorithm). Exactly the same function, or no entry:
+# an approximation (FastGELU, QuickGELU) stays a separate pass.
+_POST_OPS: dict[str, tuple[str, str]] = {
+    "GELUActivation": ("gelu", "none"),  # erf GELU, BERT / XLM-R "gelu"
+    "GELU": ("gelu", "none"),
+    "NewGELUActivation": ("gelu", "tanh"),
+    "PytorchGELUTanh": ("gelu", "tanh"),
+    "GELUTanh": ("gelu", "tanh"),
+    "SiLUActivation": ("swish", ""),  # Qwen / Llama "silu"
+    "SiLU": ("swish", ""),
+    "ReLU": ("relu", ""),
+}
+# oneDNN picks its blocked layout for a typical row count; packed CPU batches run thousands of tokens.
+_ROWS_HINT = 4096
+
+
+class OneDnnLinear(nn.Module):
+    """An ``nn.Linear`` (optionally followed by an activation) on a weight reordered once for oneDNN.
+
+    Inference only: the reordered weight is an opaque oneDNN tensor, not a trainable parameter.
+
+    Example:
+        >>> layer = OneDnnLinear(nn.Linear(384, 1536), post_op=("gelu", "none"))  # doctest: +SKIP
+        >>> layer(torch.randn(8, 384))  # == gelu(linear(x))                       # doctest: +SKIP
+    """
+
+    def __init__(self, linear: Any, post_op: tuple[str, str] = ("none", "")) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _ROWS_HINT)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.post_op = post_op
+
+    def forward(self, x: Any) -> Any:
+        rows = x.reshape(-1, self.in_features)
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op[0], [], self.post_op[1])
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, post_op={self.post_op[0]}"
+
+
+@dataclass
+class OneDnnReport:
+    """What :func:`use_onednn_linear` changed: layers moved to oneDNN, activations fused into them."""
+
+    layers: int = 0
+    fused_activations: int = 0
+
+
+def onednn_linear_supported(dtype: Any) -> bool:
+    """Whether this torch build and CPU run oneDNN linear layers in ``dtype`` (fp32 or bf16)."""
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    if mkldnn is None or not mkldnn.is_available():
+        return False
+    if not (hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dtype == torch.float32
+
+
+def use_onednn_linear(model: Any) -> OneDnnReport:
+    """Replace ``model``'s ``nn.Linear`` layers in place by :class:`OneDnnLinear`, fusing activations.
+
+    Two places have an activation right after a linear layer: the FFN of BERT-style encoders
+    (``dense`` then ``intermediate_act_fn``) and the gated MLP of Llama-style decoders
+    (``act_fn(gate_proj(x)) * up_proj(x)``). There the activation moves into the layer and the
+    module's own activation becomes the identity.
+    """
+    report = OneDnnReport()
+    with torch.inference_mode():
+        for module in list(model.modules()):
+            if not type(module).__name__.endswith(("Intermediate", "MLP")):
+                continue
+            for linear_name, act_name in (("dense", "intermediate_act_fn"), ("gate_proj", "act_fn")):
+                linear, act = getattr(module, linear_name, None), getattr(module, act_name, None)
+                post_op = _POST_OPS.get(type(act).__name__) if act is not None else None
+                if type(linear) is nn.Linear and post_op is not None:
+                    setattr(module, linear_name, OneDnnLinear(linear, post_op))
+                    setattr(module, act_name, nn.Identity())
+                    report.fused_activations += 1
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(module, name, OneDnnLinear(child))
+        report.layers = sum(isinstance(m, OneDnnLinear) for m in model.modules())
+    return report

@@ -3,10 +3,12 @@
 Usage: python benchmarks/cpu_backends.py [--shapes minilm xlmr qwen] [--reps 2] [--profile]
 
 Each row runs in its own subprocess so its peak RSS is its own. Rows: rerankd torch bf16 / fp32
-(and bf16 with plain nn.Linear layers, to show what the oneDNN layers bring), torch-int8, ONNX Runtime fp32 / int8 / int8 with every product quantized (exported once per shape), sentence-transformers
-CrossEncoder.predict with default settings (encoder shapes), and PERF.md's naive baseline (HF fp32,
-batch 32 in input order). Prints pairs/s, % of the bf16 GEMM ceiling (2048³ via torch, measured at
-the start of the run), peak RSS, model size, and the ratios the targets are about.
+(and bf16 with plain nn.Linear layers, to show what the oneDNN layers bring), torch-int8, ONNX
+Runtime fp32 / int8 / int8 with every product quantized (exported once per shape),
+sentence-transformers CrossEncoder.predict with default settings (encoder shapes), and PERF.md's
+naive baseline (HF fp32, batch 32 in input order). Prints pairs/s, % of the bf16 GEMM ceiling (2048³
+via torch, measured at the start of the run), peak RSS, model size, the ratios the targets are
+about, and the bound that attention alone puts on pairs/s.
 """
 
 from __future__ import annotations
@@ -188,6 +190,13 @@ def main() -> None:
         if "naive HF fp32 bs32" in results and best:
             ratios.append(f"best / naive = {results[best]['pairs_per_s'] / results['naive HF fp32 bs32']['pairs_per_s']:.1f}×")
         print(f"{shape}: " + "; ".join(ratios), flush=True)
+        tokens = next((r["tokens"] for r in results.values() if r["tokens"]), None)
+        if tokens:
+            seconds = workload.attention_seconds(model_dir, tokens)
+            bound = len(tokens) / seconds
+            st_ratio = f" = {bound / st['pairs_per_s']:.1f}× sentence-transformers" if st else ""
+            print(f"{shape}: attention alone (bf16 SDPA per sequence, {len(tokens)} pairs) takes {seconds:.2f} s: "
+                  f"at most {bound:.0f} pairs/s{st_ratio} even if every other op were free", flush=True)
 
     print(f"\nbf16 GEMM ceiling {ceiling / 1e9:.0f} GFLOP/s (2048³ via torch, this run)\n")
     print("| shape | path | docs | pairs/s | % of bf16 GEMM ceiling | peak RSS MiB | model size MiB |")

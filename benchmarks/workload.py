@@ -113,6 +113,39 @@ def useful_flops(model_dir: Path, token_lengths: list[int]) -> float:
     return float(sum(2 * nonemb * n + 4 * layers * n * n * h for n in token_lengths))
 
 
+def attention_seconds(model_dir: Path, token_lengths: list[int], reps: int = 3) -> float:
+    """Seconds that exact attention alone takes over the workload: every layer, bf16, per sequence.
+
+    The kernel and the call pattern are the packed CPU path's (backends/packed.py): one mask-free
+    ``scaled_dot_product_attention`` per sequence. Decoders attend causally (their shared prompt is
+    not split off here, so this overstates their attention a little). What it shows: however fast the
+    linear layers get, pairs/s cannot pass pairs ÷ this time with this kernel.
+    """
+    import torch
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    heads, layers = cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    causal = cfg["model_type"] == "qwen3"
+    total = sum(token_lengths)
+    q, k, v = (torch.randn(1, heads, total, head_dim, dtype=torch.bfloat16) for _ in range(3))
+    bounds = [0]
+    for n in token_lengths:
+        bounds.append(bounds[-1] + n)
+
+    def one_layer() -> None:
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            torch.nn.functional.scaled_dot_product_attention(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], is_causal=causal)
+
+    one_layer()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        one_layer()
+        times.append(time.perf_counter() - start)
+    return layers * sorted(times)[len(times) // 2]
+
+
 def bf16_gemm_ceiling(n: int = 2048, reps: int = 10) -> float:
     """FLOP/s of a bf16 n³ GEMM through torch, the ceiling PERF.md quotes (roofline.py)."""
     import torch

@@ -114,3 +114,17 @@ def test_without_onednn_the_backend_keeps_plain_layers(bert_ce, monkeypatch: pyt
     engine = Reranker.from_pretrained(str(bert_ce), dtype="fp32")
     assert engine.describe()["onednn_linear_layers"] == 0
     assert any(type(m) is torch.nn.Linear for m in engine.backend.module.modules())
+
+
+def test_torch_int8_runs_its_fp32_layers_on_onednn(bert_ce, sentences: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from rerankd.backends import onednn_linear
+
+    engine = Reranker.from_pretrained(str(bert_ce), backend="torch-int8")
+    left_fp32 = [name for name, m in engine.backend.module.named_modules() if isinstance(m, OneDnnLinear)]
+    # The FFN down-projections (one per layer) are the layers int8 leaves in fp32, for quality.
+    assert engine.describe()["onednn_linear_layers"] == len(left_fp32) == 2
+    assert all(name.endswith("output.dense") and ".attention." not in name for name in left_fp32)
+    monkeypatch.setattr(onednn_linear, "onednn_linear_supported", lambda dtype: False)
+    plain = Reranker.from_pretrained(str(bert_ce), backend="torch-int8")
+    assert plain.describe()["onednn_linear_layers"] == 0
+    np.testing.assert_allclose(engine.score(QUERY, sentences, raw=True), plain.score(QUERY, sentences, raw=True), atol=1e-3)

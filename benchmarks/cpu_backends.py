@@ -57,14 +57,7 @@ def run_row(shape: str, row: str, model_dir: Path, onnx_dir: Path, reps: int) ->
         if backend == "onnx":
             reranker = Reranker.from_pretrained(str(onnx_dir / dtype), backend="onnx")
         elif backend == "torch-plain":
-            from rerankd.backends.torch_backend import TorchBackend
-            from rerankd.batching import BatchLimits
-            from rerankd.device import default_batch_tokens
-            from rerankd.families import load_family
-
-            family = load_family(model_dir)
-            reranker = Reranker(family, TorchBackend(family, device="cpu", dtype=dtype, onednn=False),
-                                batch_limits=BatchLimits(default_batch_tokens("cpu")))
+            reranker = workload.torch_engine(model_dir, dtype, onednn=False)
         else:
             reranker = Reranker.from_pretrained(str(model_dir), backend=backend, dtype=None if dtype == "int8" else dtype)
         score = lambda: reranker.score(query, docs)  # noqa: E731

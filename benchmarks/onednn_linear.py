@@ -26,20 +26,12 @@ def compare(shape: str, dtype: str, models_dir: Path, reps: int) -> tuple[float,
     import numpy as np
     from transformers import AutoTokenizer
 
-    from rerankd import Reranker
-    from rerankd.backends.torch_backend import TorchBackend
-    from rerankd.batching import BatchLimits
-    from rerankd.device import default_batch_tokens
-    from rerankd.families import load_family
     from rerankd.measure import interleaved_median_seconds
 
     model_dir = workload.build_shape(shape, models_dir / shape)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     docs = workload.make_documents(tokenizer, workload.doc_token_lengths(workload.docs_for(shape)))[: DOCS[shape]]
-    family = load_family(model_dir)
-    limits = BatchLimits(default_batch_tokens("cpu"))
-    engines = {on: Reranker(family, TorchBackend(family, device="cpu", dtype=dtype, onednn=on), batch_limits=limits)
-               for on in (True, False)}
+    engines = {on: workload.torch_engine(model_dir, dtype, onednn=on) for on in (True, False)}
     scores = {on: np.asarray(engine.score(workload.QUERY, docs, raw=True)) for on, engine in engines.items()}
     seconds = interleaved_median_seconds({str(on): (lambda e=e: e.score(workload.QUERY, docs)) for on, e in engines.items()}, reps, 1)
     return len(docs) / seconds["True"], len(docs) / seconds["False"], float(np.abs(scores[True] - scores[False]).max())

@@ -8,6 +8,7 @@ runs on realistic text.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import time
@@ -113,6 +114,19 @@ def useful_flops(model_dir: Path, token_lengths: list[int]) -> float:
     return float(sum(2 * nonemb * n + 4 * layers * n * n * h for n in token_lengths))
 
 
+def torch_engine(model_dir: Path, dtype: str, onednn: bool) -> Any:
+    """A CPU torch Reranker as ``from_pretrained`` builds it (same batch budget), with or without oneDNN layers."""
+    from rerankd import Reranker
+    from rerankd.backends.torch_backend import TorchBackend
+    from rerankd.batching import BatchLimits
+    from rerankd.device import default_batch_tokens
+    from rerankd.families import load_family
+
+    family = load_family(model_dir)
+    return Reranker(family, TorchBackend(family, device="cpu", dtype=dtype, onednn=onednn),
+                    batch_limits=BatchLimits(default_batch_tokens("cpu")))
+
+
 def attention_seconds(model_dir: Path, token_lengths: list[int], reps: int = 3) -> float:
     """Seconds that exact attention alone takes over the workload: every layer, bf16, per sequence.
 
@@ -123,27 +137,20 @@ def attention_seconds(model_dir: Path, token_lengths: list[int], reps: int = 3) 
     """
     import torch
 
+    from rerankd.measure import interleaved_median_seconds
+
     cfg = json.loads((model_dir / "config.json").read_text())
     heads, layers = cfg["num_attention_heads"], cfg["num_hidden_layers"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
     causal = cfg["model_type"] == "qwen3"
-    total = sum(token_lengths)
-    q, k, v = (torch.randn(1, heads, total, head_dim, dtype=torch.bfloat16) for _ in range(3))
-    bounds = [0]
-    for n in token_lengths:
-        bounds.append(bounds[-1] + n)
+    q, k, v = (torch.randn(1, heads, sum(token_lengths), head_dim, dtype=torch.bfloat16) for _ in range(3))
+    bounds = list(itertools.accumulate(token_lengths, initial=0))
 
     def one_layer() -> None:
         for start, end in zip(bounds[:-1], bounds[1:]):
             torch.nn.functional.scaled_dot_product_attention(q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], is_causal=causal)
 
-    one_layer()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        one_layer()
-        times.append(time.perf_counter() - start)
-    return layers * sorted(times)[len(times) // 2]
+    return layers * interleaved_median_seconds({"layer": one_layer}, reps, warmup=1)["layer"]
 
 
 def bf16_gemm_ceiling(n: int = 2048, reps: int = 10) -> float:

@@ -25,7 +25,7 @@ class TorchBackend:
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
                  onednn: bool = True) -> None:
         self.torch = require("torch")
-        from rerankd.backends.onednn_linear import OneDnnReport, onednn_linear_supported, use_onednn_linear
+        from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
 
@@ -40,8 +40,7 @@ class TorchBackend:
             self.module = packed_module(family, self.module)
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
         # onednn=False keeps plain nn.Linear layers, to compare.
-        wanted = onednn and self.device == "cpu" and onednn_linear_supported(torch_dtype(self.dtype))
-        self.onednn = use_onednn_linear(self.module) if wanted else OneDnnReport()
+        self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
 
     def run(self, batch: PaddedBatch) -> np.ndarray:
         torch = self.torch

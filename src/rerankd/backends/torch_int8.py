@@ -2,7 +2,8 @@
 
 Built on the same scoring modules as the torch backend (``build_module``), with the ``nn.Linear``
 layers (but the FFN down-projections) replaced by torch's dynamically quantized ones (fbgemm/onednn int8 GEMMs, VNNI where the CPU has it).
-Embeddings, LayerNorm and attention stay fp32; the fp32 linear layers run on oneDNN (``onednn_linear.py``). Packed inference (see ``packed.py``) applies as it does
+Embeddings, LayerNorm and attention stay fp32; the fp32 linear layers run on oneDNN
+(``onednn_linear.py``). Packed inference (see ``packed.py``) applies as it does
 to the fp32 modules: it only changes how attention is called.
 """
 
@@ -27,7 +28,7 @@ class TorchInt8Backend(TorchBackend):
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None) -> None:
         self.torch = torch = require("torch")
-        from rerankd.backends.onednn_linear import OneDnnReport, onednn_linear_supported, use_onednn_linear
+        from rerankd.backends.onednn_linear import use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
 
@@ -44,7 +45,7 @@ class TorchInt8Backend(TorchBackend):
         if self.packed:
             self.module = packed_module(family, self.module)
         # The layers left in fp32 (FFN down-projections, heads) run on oneDNN, as in the torch backend.
-        self.onednn = use_onednn_linear(self.module) if onednn_linear_supported(torch.float32) else OneDnnReport()
+        self.onednn = use_onednn_linear(self.module)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": "int8", "parameters": self.parameters,

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "rerankd-bench-models")
     args = parser.parse_args()
 
-    ceiling = workload.bf16_gemm_ceiling()
+    ceiling = workload.gemm_ceiling("bf16")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 GEMM ceiling {ceiling / 1e9:.0f} GFLOP/s\n")
     rows = []
     for shape in args.shapes:

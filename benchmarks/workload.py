@@ -101,8 +101,8 @@ def docs_for(shape: str) -> int:
     return 100 if shape == "minilm" else 20
 
 
-def useful_flops(model_dir: Path, token_lengths: list[int]) -> float:
-    """PERF.md's useful work: 2 × non-embedding params × tokens + 4 × layers × tokens² × hidden."""
+def flops_by_part(model_dir: Path, token_lengths: list[int]) -> dict[str, float]:
+    """PERF.md's useful work, split: ``linear`` = 2 × non-embedding params × tokens, ``attention`` = 4 × layers × tokens² × hidden."""
     cfg = json.loads((model_dir / "config.json").read_text())
     h, layers, ffn, v = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
     if cfg["model_type"] == "qwen3":
@@ -111,7 +111,13 @@ def useful_flops(model_dir: Path, token_lengths: list[int]) -> float:
         nonemb = layers * per_layer + h * v  # tied lm_head counted as in PERF.md's baseline
     else:
         nonemb = layers * (4 * h * h + 2 * h * ffn)
-    return float(sum(2 * nonemb * n + 4 * layers * n * n * h for n in token_lengths))
+    return {"linear": float(sum(2 * nonemb * n for n in token_lengths)),
+            "attention": float(sum(4 * layers * n * n * h for n in token_lengths))}
+
+
+def useful_flops(model_dir: Path, token_lengths: list[int]) -> float:
+    """PERF.md's useful work: 2 × non-embedding params × tokens + 4 × layers × tokens² × hidden."""
+    return sum(flops_by_part(model_dir, token_lengths).values())
 
 
 def torch_engine(model_dir: Path, dtype: str, onednn: bool) -> Any:
@@ -153,16 +159,22 @@ def attention_seconds(model_dir: Path, token_lengths: list[int], reps: int = 3) 
     return layers * interleaved_median_seconds({"layer": one_layer}, reps, warmup=1)["layer"]
 
 
-def bf16_gemm_ceiling(n: int = 2048, reps: int = 10) -> float:
-    """FLOP/s of a bf16 n³ GEMM through torch, the ceiling PERF.md quotes (roofline.py)."""
+def gemm_ceiling(dtype: str = "bf16", n: int = 2048, reps: int = 10) -> float:
+    """Operations per second of an n³ GEMM through torch: ``bf16`` is the ceiling PERF.md quotes (roofline.py);
+    ``int8`` is ``torch._int_mm`` (int8 × int8 → int32), the most any W8A8 path could get from the hardware."""
     import torch
 
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    if dtype == "int8":
+        a, b = (torch.randint(-128, 128, (n, n), dtype=torch.int8) for _ in range(2))
+        matmul = torch._int_mm
+    else:
+        a, b = (torch.randn(n, n, dtype=torch.bfloat16) for _ in range(2))
+        matmul = torch.matmul
     for _ in range(3):
-        a @ b
+        matmul(a, b)
     start = time.perf_counter()
     for _ in range(reps):
-        a @ b
+        matmul(a, b)
     return 2 * n**3 / ((time.perf_counter() - start) / reps)
 
 

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 
 from rerankd.engine import Reranker  # noqa: E402
 from rerankd.errors import RerankdError  # noqa: E402
-from rerankd.server.errors import (
+from rerankd.server.errors import (  # noqa: E402
     MalformedBodyError,
     MethodNotAllowedError,
     RequestValidationFailed,
@@ -43,8 +43,8 @@ from rerankd.server.errors import (
     error_status,
     public_message,
 )
-from rerankd.server.metrics import ServerMetrics
-from rerankd.server.protocol import (
+from rerankd.server.metrics import ServerMetrics  # noqa: E402
+from rerankd.server.protocol import (  # noqa: E402
     ErrorResponse,
     ModelList,
     RerankRequest,
@@ -56,8 +56,8 @@ from rerankd.server.protocol import (
     TeiRerankResponse,
     is_tei_body,
 )
-from rerankd.server.service import RerankService, rerank_response, score_response, tei_response, unless_disconnected
-from rerankd.server.settings import ServerSettings
+from rerankd.server.service import RerankService, rerank_response, score_response, tei_response, unless_disconnected  # noqa: E402
+from rerankd.server.settings import ServerSettings  # noqa: E402
 
 access_log = logging.getLogger("rerankd.access")
 log = logging.getLogger("rerankd.server")

@@ -127,10 +127,11 @@ def profile(shape: str, model_dir: Path, onnx_dir: Path) -> None:
 def print_bounds(shape: str, model_dir: Path, tokens: list[int], ceilings: dict[str, float], st: dict | None) -> None:
     """Print the most pairs/s the hardware allows for this workload, under each assumption that bounds it.
 
-    Each bound treats everything it does not name as free, so each is an upper limit no implementation
-    on this machine can pass: the useful work at the bf16 GEMM rate, the linear layers alone at that
-    rate, exact attention alone as torch's kernel runs it, and the linear layers at the int8 GEMM peak
-    (as if a W8A8 path cost nothing beyond its GEMMs) plus that attention.
+    Each bound treats everything it does not name as free, so each is an upper limit for any path that
+    runs at the rates it names: the useful work at the bf16 GEMM rate (every bf16 path), the linear
+    layers alone at that rate, exact attention alone as torch's kernel runs it (every path on that
+    kernel), and the linear layers at the int8 GEMM peak (as if a W8A8 path cost nothing beyond its
+    GEMMs) plus that attention.
     """
     parts = workload.flops_by_part(model_dir, tokens)
     attention = workload.attention_seconds(model_dir, tokens)

@@ -4,7 +4,7 @@ Usage: python benchmarks/cpu_backends.py [--shapes minilm xlmr qwen] [--reps 2] 
 
 Each row runs in its own subprocess so its peak RSS is its own. Rows: rerankd torch bf16 / fp32
 (and bf16 with plain nn.Linear layers, to show what the oneDNN layers bring), torch-int8, ONNX
-Runtime fp32 / int8 / int8 with every product quantized (exported once per shape),
+Runtime fp32 / int8 / int8 with every product quantized / int4 (exported once per shape),
 sentence-transformers CrossEncoder.predict with default settings (encoder shapes), and PERF.md's
 naive baseline (HF fp32, batch 32 in input order). Prints pairs/s, % of the bf16 GEMM ceiling (2048³
 via torch, measured at the start of the run), peak RSS, model size, the ratios the targets are
@@ -35,6 +35,8 @@ ROWS = {  # name → (backend, dtype) for rerankd rows; None for the baselines
     "rerankd onnx int8": ("onnx", "int8"),
     # rerankd's int8 keeps the FFN down-projections fp32 for ranking quality; this row shows what that costs.
     "rerankd onnx int8, every product": ("onnx", "int8-all"),
+    # 4-bit weights in blocks of 32: the smallest model, for memory-bound hosts.
+    "rerankd onnx int4": ("onnx", "int4"),
     "sentence-transformers CrossEncoder (default)": None,
     "naive HF fp32 bs32": None,
 }
@@ -174,7 +176,7 @@ def main() -> None:
     for shape in args.shapes:
         model_dir = workload.build_shape(shape, args.models_dir / shape)
         onnx_dir = args.models_dir / f"{shape}-onnx"
-        for precision in ("fp32", "int8", "int8-all"):
+        for precision in ("fp32", "int8", "int8-all", "int4"):
             if not (onnx_dir / precision / "model.onnx").exists() and any(ROWS[r] == ("onnx", precision) for r in args.rows):
                 start = time.perf_counter()
                 export_model(str(model_dir), onnx_dir / precision, precision=precision.split("-")[0], overwrite=True,

@@ -1,4 +1,4 @@
-"""Dynamic int8 on the real all-MiniLM-L6-v2 weights keeps the fp32 ranking on real SciFact text."""
+"""Dynamic int8 and 4-bit weights on the real all-MiniLM-L6-v2 keep the fp32 ranking on real SciFact text."""
 
 from __future__ import annotations
 
@@ -46,3 +46,25 @@ def test_int8_keeps_spearman_on_bundled_model(tmp_path: Path) -> None:
     assert np.mean(per_query) >= 0.985, per_query
     assert min(per_query) >= 0.97, per_query
     assert np.max(np.abs(np.array(all_ref) - np.array(all_int8))) < 0.05
+
+
+def test_int4_keeps_most_of_the_ranking_on_bundled_model(tmp_path: Path) -> None:
+    """4-bit blocks of 32 cost more than int8 but keep the order: measured 0.984 over all pairs, per query 0.962-0.99."""
+    from rerankd.export import read_export_info
+
+    fp32_dir = export_model(None, tmp_path / "minilm-fp32")
+    int4_dir = export_model(None, tmp_path / "minilm-int4", precision="int4")
+    fp32, int4 = (Reranker.from_pretrained(str(d), backend="onnx") for d in (fp32_dir, int4_dir))
+    per_query, all_ref, all_int4 = [], [], []
+    for query, docs in scifact_candidates():
+        ref, got = np.array(fp32.score(query, docs)), np.array(int4.score(query, docs))
+        per_query.append(spearmanr(ref, got).statistic)
+        all_ref.extend(ref)
+        all_int4.extend(got)
+    assert spearmanr(all_ref, all_int4).statistic >= 0.975
+    assert np.mean(per_query) >= 0.96 and min(per_query) >= 0.94, per_query
+    assert np.max(np.abs(np.array(all_ref) - np.array(all_int4))) < 0.15
+    info = read_export_info(int4_dir)
+    assert info is not None and info.quantization["quantized"] == "18 MatMulNBits, 0 GatherBlockQuantized"
+    size = {d: sum(f.stat().st_size for f in d.glob("model.onnx*")) for d in (fp32_dir, int4_dir)}
+    assert size[int4_dir] < 0.75 * size[fp32_dir], size  # the fp32 embedding table (45 MiB) is most of what is left

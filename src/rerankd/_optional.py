@@ -18,6 +18,7 @@ _EXTRA_OF = {
     "prometheus_client": "server",
     "onnx": "onnx",
     "onnxruntime": "onnx",
+    "onnx_ir": "onnx",
     "bm25s": "eval",
     "Stemmer": "eval",
     "matplotlib": "eval",

@@ -1,7 +1,8 @@
-"""``quantize_model``: write a model in int8 / bf16 / fp16 with a report of what that costs and gains.
+"""``quantize_model``: write a model in int8 / int4 / bf16 / fp16 with a report of what that costs and gains.
 
-int8 is an ONNX export with dynamic int8 (ONNX Runtime backend); bf16 and fp16 are the torch
-checkpoint in that dtype (torch backend; ONNX Runtime's CPU provider has no bf16 kernels). The
+int8 is an ONNX export with dynamic int8, int4 one with 4-bit block-wise weights (both on the ONNX
+Runtime backend); bf16 and fp16 are the torch checkpoint in that dtype (torch backend; ONNX
+Runtime's CPU provider has no bf16 kernels). The
 report compares the original (torch fp32) and the quantized model side by side: size on disk, peak
 RSS and pairs/s on the rerank-100 workload (each side measured in its own subprocess, so one side's
 memory is not the other's), and the agreement of their scores (Pearson, Spearman, mean |Δ|, top-10
@@ -27,7 +28,8 @@ import numpy as np
 
 from rerankd.errors import InputError, QualityBoundError
 
-TARGETS = ("int8", "bf16", "fp16")
+TARGETS = ("int8", "int4", "bf16", "fp16")
+_ONNX_TARGETS = ("int8", "int4")
 
 
 def quantize_model(
@@ -60,7 +62,7 @@ def quantize_model(
     with tempfile.TemporaryDirectory(prefix=".rerankd-quantize-", dir=out.parent) as work:
         staged = Path(work) / "model"
         write_quantized(model_dir, family, to, staged)
-        backend = "onnx" if to == "int8" else "torch"
+        backend = "onnx" if to in _ONNX_TARGETS else "torch"
         sides = {
             "original": {"path": str(model_dir), "backend": "torch", "dtype": "fp32", "size_bytes": weights_size_bytes(model_dir)},
             "quantized": {"path": str(staged), "backend": backend, "dtype": to, "size_bytes": weights_size_bytes(staged)},
@@ -88,11 +90,11 @@ def quantize_model(
 
 
 def write_quantized(model_dir: Path, family: Any, to: str, out: Path) -> None:
-    """The quantized model directory: an int8 ONNX export, or the torch checkpoint in bf16/fp16."""
-    if to == "int8":
+    """The quantized model directory: an int8 or int4 ONNX export, or the torch checkpoint in bf16/fp16."""
+    if to in _ONNX_TARGETS:
         from rerankd.export import export_model
 
-        export_model(str(model_dir), out, precision="int8")
+        export_model(str(model_dir), out, precision=to)
         return
     from rerankd._optional import require
     from rerankd.device import normalize_dtype, torch_dtype
@@ -130,7 +132,7 @@ def _measure_child() -> None:
     from rerankd.measure import pairs_per_second, peak_rss_bytes, rerank_workload
 
     request = json.loads(sys.stdin.read())
-    dtype = None if request["dtype"] == "int8" else request["dtype"]
+    dtype = None if request["dtype"] in _ONNX_TARGETS else request["dtype"]
     reranker = Reranker.from_pretrained(request["path"], backend=request["backend"], dtype=dtype, device="cpu")
     query, documents = rerank_workload(100)
     speed = pairs_per_second(lambda: reranker.score(query, documents), len(documents), reps=2)

@@ -22,7 +22,8 @@ from rerankd.families import BiEncoderFamily, CrossEncoderFamily, Family, LlmYes
 # Hub file names per precision, best first (sentence-transformers' export_dynamic_quantized_onnx_model
 # and optimum name their files this way).
 _INT8_FILES = {"avx512_vnni": "model_qint8_avx512_vnni.onnx", "avx512f": "model_qint8_avx512.onnx", "avx2": "model_quint8_avx2.onnx"}
-_PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "int8": "int8", "qint8": "int8", "fp16": "fp16", "float16": "fp16"}
+_PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "int8": "int8", "qint8": "int8", "fp16": "fp16", "float16": "fp16",
+                      "int4": "int4", "q4": "int4"}
 
 
 def physical_cores() -> int:
@@ -57,7 +58,7 @@ def find_onnx_file(path: Path, precision: str | None = None) -> Path:
         return path
     wanted = _PRECISION_ALIASES.get((precision or "auto").lower()) if precision and precision != "auto" else None
     if precision not in (None, "auto") and wanted is None:
-        raise InputError(f"unknown ONNX precision {precision!r}; use auto, fp32, fp16 or int8")
+        raise InputError(f"unknown ONNX precision {precision!r}; use auto, fp32, fp16, int8 or int4")
     if (path / "model.onnx").is_file():
         return path / "model.onnx"
     folder = path / "onnx"
@@ -71,6 +72,8 @@ def find_onnx_file(path: Path, precision: str | None = None) -> Path:
         candidates = sorted(folder.glob("model*int8*.onnx")) + sorted(folder.glob("model*quantized*.onnx"))
     elif wanted == "fp16":
         candidates = sorted(folder.glob("model*fp16*.onnx"))
+    elif wanted == "int4":  # transformers.js names its 4-bit graphs model_q4.onnx
+        candidates = sorted(folder.glob("model*int4*.onnx")) + sorted(folder.glob("model*q4.onnx"))
     else:
         candidates = [folder / "model.onnx"] if (folder / "model.onnx").is_file() else []
     if not candidates:
@@ -172,4 +175,6 @@ def _precision_from_name(name: str) -> str:
     lowered = name.lower()
     if "int8" in lowered or "quantized" in lowered:
         return "int8"
+    if "int4" in lowered or lowered.endswith("q4.onnx"):
+        return "int4"
     return "fp16" if "fp16" in lowered else "fp32"

@@ -7,12 +7,13 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("export", help="export a model to ONNX (fp32, fp16 or dynamic int8)", description=__doc__)
+    parser = sub.add_parser("export", help="export a model to ONNX (fp32, fp16, dynamic int8 or 4-bit weights)", description=__doc__)
     parser.add_argument("--model", "-m", default=None, help="model directory or hub id (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
     parser.add_argument("--out", "-o", required=True, help="directory to write (must not exist or be empty)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
-                        help="fp32; fp16; int8 = dynamic int8 of the matrix products (bf16 is refused: "
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8", "int4"],
+                        help="fp32; fp16; int8 = dynamic int8 of the matrix products; int4 = 4-bit weights in blocks "
+                             "of 32 (matrix products and the token embedding table) (bf16 is refused: "
                              "ONNX Runtime's CPU provider has no bf16 kernels)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
     parser.add_argument("--no-optimize", action="store_true", help="skip graph optimization (attention/LayerNorm/GELU fusion)")

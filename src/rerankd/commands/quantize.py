@@ -1,4 +1,4 @@
-"""``rerankd quantize``: write a model in int8, bf16 or fp16 with a report (report.json + report.md) of size, peak
+"""``rerankd quantize``: write a model in int8, int4, bf16 or fp16 with a report (report.json + report.md) of size, peak
 memory, speed and quality against the original; refuses (writes nothing) when NDCG@10 on --eval drops more than
 --max-ndcg-drop, unless --force."""
 
@@ -12,8 +12,9 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("quantize", help="quantize a model and report what it costs in quality", description=__doc__)
     parser.add_argument("--model", "-m", default=None, help="model directory or hub id (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
-    parser.add_argument("--to", required=True, choices=["int8", "bf16", "fp16"],
-                        help="int8: ONNX dynamic int8 (onnx backend); bf16/fp16: torch checkpoint in that dtype")
+    parser.add_argument("--to", required=True, choices=["int8", "int4", "bf16", "fp16"],
+                        help="int8: ONNX dynamic int8; int4: ONNX 4-bit block-wise weights (smallest; both onnx backend); "
+                             "bf16/fp16: torch checkpoint in that dtype")
     parser.add_argument("--out", "-o", required=True, help="directory to write (must not exist or be empty)")
     parser.add_argument("--eval", default=None, metavar="DATASET", help="BEIR folder: compare NDCG@10/MRR@10 reranking its BM25 top-k")
     parser.add_argument("--split", default="test", help="qrels split of DATASET")

@@ -146,7 +146,7 @@ def print_bounds(shape: str, model_dir: Path, tokens: list[int], ceilings: dict[
     for what, time_taken in seconds.items():
         bound = len(tokens) / time_taken
         versus = f" = {bound / st['pairs_per_s']:.1f}× sentence-transformers" if st else ""
-        print(f"{shape}: at most {bound:.0f} pairs/s{versus} with {what} and every other op free", flush=True)
+        print(f"{shape}: at most {bound:.3g} pairs/s{versus} with {what} and every other op free", flush=True)
 
 
 def main() -> None:

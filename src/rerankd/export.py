@@ -278,8 +278,9 @@ def quantize_int4(source: Path, target: Path, *, block_size: int = INT4_BLOCK_SI
     ``Attention`` and the embeddings inside ``EmbedLayerNormalization`` (the quantizer handles
     neither), and products with a vector (the LLM yes−no row: one dot product per row).
 
-    It is for size and memory, not speed: on the Qwen3-0.6B shape the graph goes from 2.3 GB
-    (fp32) and 1.3 GB (int8) to 0.36 GB, at 1.3× fp32's pairs/s and 0.7× int8's. It costs more
+    It is for size, not speed (``benchmarks/cpu_backends.py``, rerank-100): on the Qwen3-0.6B shape
+    the graph goes from 2.3 GB (fp32) and 1.3 GB (int8) to 0.36 GB, at 1.15× fp32's pairs/s and
+    0.61× int8's; on MiniLM (where the fp32 embedding table stays) 0.93× fp32's. It costs more
     ranking quality than int8: on all-MiniLM-L6-v2 against fp32 over SciFact queries × BM25 top-20,
     Spearman 0.984 over all pairs and 0.962-0.99 per query (int8: 0.99 / 0.983-0.997); block 128
     measured 0.981 / 0.929, so blocks of 32 are the default.
@@ -320,15 +321,15 @@ def raise_opset(path: Path, opset: int) -> None:
     """Convert a traced graph to a newer opset in place with ONNX's version converter.
 
     Done before graph optimization: the converter knows only standard ops, not the fused ones
-    ONNX Runtime writes (SimplifiedLayerNormalization, Attention).
+    ONNX Runtime writes (SimplifiedLayerNormalization, Attention). The weights are not loaded: the
+    converter serializes the graph, which protobuf refuses past 2 GB, and a large graph's weights
+    can stay in the side file they already live in.
     """
     onnx = require("onnx")
     from onnx import version_converter
 
-    converted = version_converter.convert_version(onnx.load(str(path)), opset)
-    for f in path.parent.iterdir():
-        f.unlink()
-    _save(converted, path)
+    converted = version_converter.convert_version(onnx.load(str(path), load_external_data=False), opset)
+    onnx.save_model(converted, str(path))
 
 
 def _vector_products(graph: Any) -> list[str]:

@@ -118,8 +118,10 @@ def export_model(
         raw = work_dir / "raw" / MODEL_FILE
         raw.parent.mkdir()
         trace_to_onnx(family, raw, opset)
-        if precision == "int4":
-            raise_opset(raw, _INT4_OPSET)
+        # 4-bit tensors need a newer opset than torch traces to; the other precisions keep the traced one.
+        graph_opset = max(opset, _INT4_OPSET) if precision == "int4" else opset
+        if graph_opset != opset:
+            raise_opset(raw, graph_opset)
         optimized = work_dir / "optimized" / MODEL_FILE
         optimized.parent.mkdir()
         how = optimize_graph(family, raw, optimized) if optimize else _copy_graph(raw, optimized, "none")
@@ -135,7 +137,7 @@ def export_model(
         copy_model_files(model_dir, staged)
         info = ExportInfo(
             family=family.kind, precision=precision, source=name, model_type=str(family.config.get("model_type", "")),
-            opset=_default_opset(staged / MODEL_FILE), inputs=input_names(family), output=output_name(family), optimization=how,
+            opset=graph_opset, inputs=input_names(family), output=output_name(family), optimization=how,
             quantization=quantization, versions=_versions(),
         )
         (staged / "rerankd").mkdir(exist_ok=True)
@@ -306,8 +308,9 @@ def quantize_int4(source: Path, target: Path, *, block_size: int = INT4_BLOCK_SI
         quantizer.process()
     finally:
         quiet.setLevel(level)
-    quantizer.model.save_model_to_file(str(target), _too_big_for_protobuf(quantizer.model.model))
-    ops = [n.op_type for n in onnx.load(str(target), load_external_data=False).graph.node]
+    quantized = quantizer.model.model
+    ops = [n.op_type for n in quantized.graph.node]
+    quantizer.model.save_model_to_file(str(target), _too_big_for_protobuf(quantized))
     kept = [f"{what} of {ops.count(op)} fused {op}" for op, what in (("Attention", "input projections"),
                                                                       ("EmbedLayerNormalization", "embedding tables"))
             if ops.count(op)]
@@ -369,12 +372,6 @@ def copy_model_files(model_dir: Path, out: Path) -> None:
 
 def _needs_external_data(path: Path) -> bool:
     return sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file()) > _EXTERNAL_DATA_BYTES
-
-
-def _default_opset(path: Path) -> int:
-    """The graph's ai.onnx opset (4-bit quantization raises the traced one)."""
-    onnx = require("onnx")
-    return next(o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _too_big_for_protobuf(model: Any) -> bool:

@@ -63,7 +63,7 @@ def run_row(shape: str, row: str, model_dir: Path, onnx_dir: Path, reps: int) ->
         else:
             reranker = Reranker.from_pretrained(str(model_dir), backend=backend, dtype=None if dtype == "int8" else dtype)
         score = lambda: reranker.score(query, docs)  # noqa: E731
-        tokens = [len(s) for s in reranker.prepare(query, docs).sequences]
+        tokens = [len(s) for s in reranker.pipeline.prepare(query, docs).sequences]
     elif row.startswith("sentence-transformers"):
         from sentence_transformers import CrossEncoder
 

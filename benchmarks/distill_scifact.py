@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from rerankd.training.compare import ModelRow, compare, markdown_table, metrics_of
+from rerankd.training.compare import ModelRow, compare_models, metrics_of, models_table
 from rerankd.training.data import ranked_ids
 from rerankd.training.finetune import DataSettings, prepare_data
 
@@ -45,9 +45,9 @@ def main() -> int:
     if not args.no_bi_encoder:
         models["bi-encoder (all-MiniLM-L6-v2)"] = ""
     rows = [ModelRow("BM25 (stemmed), first stage", bm25["ndcg@10"], bm25["mrr@10"], None, None, None)]
-    rows += compare(models, prepared.texts, prepared.qrels, candidates, max_length=args.max_length,
+    rows += compare_models(models, prepared.texts, prepared.qrels, candidates, max_length=args.max_length,
                     throughput_pairs=args.throughput_pairs, repeats=args.repeats)
-    table = markdown_table(rows)
+    table = models_table(rows)
     header = (f"SciFact dev split: {len(dev)} of the train queries held out (fraction {args.dev_fraction}, seed {args.seed}); "
               f"rerankers reorder stemmed-BM25 top-{args.depth}; pairs/s on {args.throughput_pairs} pairs, median of {args.repeats}.")
     print(header + "\n\n" + table)

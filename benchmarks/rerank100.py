@@ -39,7 +39,7 @@ def main() -> None:
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         docs = workload.make_documents(tok, workload.doc_token_lengths(workload.docs_for(shape)))
         n = len(docs)
-        flops = workload.useful_flops(model_dir, [len(s) for s in reranker.prepare(workload.QUERY, docs).sequences])
+        flops = workload.useful_flops(model_dir, [len(s) for s in reranker.pipeline.prepare(workload.QUERY, docs).sequences])
         naive_run = workload.naive_scorer(model_dir, shape)
         times = workload.interleaved_times(
             {"rerankd": functools.partial(reranker.score, workload.QUERY, docs), "naive": functools.partial(naive_run, workload.QUERY, docs)},

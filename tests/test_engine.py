@@ -108,15 +108,10 @@ def test_packed_cpu_path_equals_padded_path(name: str, engines: dict[str, Rerank
 
 
 def test_llm_shared_prefix_is_computed_once_and_exact(engines: dict[str, Reranker], sentences: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
     from rerankd.backends import packed
-    from rerankd.batching import pad_batch
 
     engine = engines["qwen3_lm"]
-    prepared = engine.prepare(QUERY, sentences)
-    batch = pad_batch(prepared.sequences, engine.family.pad_token_id, "left")
-    shared = packed.shared_prefix_length(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
+    shared = packed.shared_prefix_length(engine.pipeline.prepare(QUERY, sentences).sequences)
     # system prompt + instruction + query: everything before the document text
     assert shared >= len(engine.family.prefix_ids) + 20
     with_prefix = engine.score(QUERY, sentences, raw=True)

@@ -35,12 +35,14 @@ def engine(bert_ce: Path) -> Reranker:
     [
         ("", ["a doc"], EmptyQueryError, "query is empty"),
         ("   \n", ["a doc"], EmptyQueryError, "query is empty"),
-        (None, ["a doc"], EmptyQueryError, "query must be a string, got NoneType"),
+        (None, ["a doc"], EmptyQueryError, "query must be a string, a rerankd.Document or a dict, got NoneType"),
         ("q", [], EmptyDocumentsError, "documents is empty"),
-        ("q", "just one string", InvalidDocumentError, "documents must be a list of strings"),
+        ("q", "just one string", InvalidDocumentError, r"documents must be a list \(one document per element\)"),
         ("q", ["ok", 3], InvalidDocumentError, "document 1 is a int, not text"),
         ("q", ["ok", None], InvalidDocumentError, "document 1 is a NoneType, not text"),
-        ("q", [{"text": "x"}], InvalidDocumentError, "document 0 is a dict, not text"),
+        ("q", [{"title": "x"}], InvalidDocumentError, r"document 0 has unknown field\(s\) \['title'\]"),
+        ("q", ["ok", "\ud800"], InvalidDocumentError, "document 1 is not valid Unicode text: it holds a lone surrogate"),
+        ("q", ["ok", {"image": b"png"}], InvalidDocumentError, "document 1 holds image but .* reads only text"),
         ("q", ["ok", "  "], InvalidDocumentError, "document 1 is empty"),
         ("q", ["d"] * 6, TooManyDocumentsError, "6 documents were sent but the limit is 5 per request"),
     ],
@@ -48,6 +50,14 @@ def engine(bert_ce: Path) -> Reranker:
 def test_bad_requests(engine: Reranker, query: object, documents: object, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         engine.rank(query, documents)  # type: ignore[arg-type]
+
+
+def test_dict_and_document_forms_score_like_plain_text(engine: Reranker) -> None:
+    from rerankd import Document
+
+    plain = engine.score("capital of France", ["Paris is in France.", "Bananas."], raw=True)
+    forms = engine.score(Document.text("capital of France"), [{"text": "Paris is in France."}, Document.text("Bananas.")], raw=True)
+    assert forms == plain
 
 
 def test_negative_top_n(engine: Reranker) -> None:
@@ -136,8 +146,8 @@ def test_public_api_is_curated_and_import_is_light() -> None:
     import subprocess
 
     assert sorted(rerankd.__all__) == sorted(
-        ["BatchLimits", "EmptyDocumentsError", "EmptyQueryError", "InferenceError", "InputError", "InputTooLargeError",
-         "InvalidDocumentError", "MissingDependencyError", "ModelError", "ModelNotFoundError", "OverloadedError",
+        ["BatchLimits", "Document", "EmptyDocumentsError", "EmptyQueryError", "InferenceError", "InputError", "InputTooLargeError",
+         "InvalidDocumentError", "MissingDependencyError", "ModelAccessError", "ModelError", "ModelNotFoundError", "OverloadedError",
          "QualityBoundError", "RerankResult", "Reranker", "RequestScores", "RerankdError", "ScoredDocument",
          "TooManyDocumentsError", "UnsupportedModelError", "__version__"]
     )

@@ -57,7 +57,7 @@ def test_run_writes_run_files_json_markdown_and_charts(uninterrupted: Path) -> N
     assert metrics["dataset"] == "cranfield" and metrics["queries"] == QUERIES and metrics["depth"] == K
     first, (reranked,) = metrics["first_stage"], metrics["rerankers"]
     assert first["label"] == "bm25+stem+stop" and 0.1 < first["mean"]["ndcg@10"] < 0.9
-    assert reranked["settings"]["kind"] == "cross-encoder" and reranked["pairs_per_s"] > 0
+    assert reranked["settings"]["family"] == "cross-encoder" and reranked["pairs_per_s"] > 0
     # reranking the top-K only reorders it: recall at K and beyond is the first stage's
     assert reranked["mean"]["recall@100"] == pytest.approx(first["mean"]["recall@100"])
     assert set(reranked["tests"]["bm25+stem+stop"]["ndcg@10"]) >= {"t_p", "bootstrap_p", "delta"}

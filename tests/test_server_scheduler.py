@@ -18,6 +18,8 @@ from rerankd.server.scheduler import BatchScheduler
 class RecordingEngine:
     """Scores a sequence as the sum of its ids; records every batch; can be held or made to fail."""
 
+    pads = True
+
     def __init__(self, limits: BatchLimits = BatchLimits(max_tokens=4096, max_rows=64)) -> None:
         self.batch_limits = limits
         self.batches: list[list[tuple[int, ...]]] = []
@@ -43,7 +45,7 @@ class Observer:
     def queue_depth(self, model: str, sequences: int) -> None:
         pass
 
-    def batch(self, model: str, *, rows: int, padded_tokens: int, requests: int, seconds: float) -> None:
+    def batch(self, model: str, *, rows: int, tokens: int, requests: int, seconds: float) -> None:
         self.requests_per_batch.append(requests)
 
     def queue_wait(self, model: str, seconds: float) -> None:

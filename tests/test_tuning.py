@@ -9,7 +9,7 @@ import pytest
 
 from rerankd import Reranker
 from rerankd.cli import main
-from rerankd.tuning import AccuracyBound, Candidate, load_record, record_path, tune
+from rerankd.tuning import AccuracyBound, BackendChoice, load_record, record_path, tune
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +33,7 @@ def test_choice_is_a_measured_candidate_and_recorded(bert_ce: Path, cache: Path)
 
 
 def test_auto_backend_uses_the_record_without_retuning(bert_ce: Path, sentences: list[str]) -> None:
-    record = tune(str(bert_ce), candidates=(Candidate("onnx", "fp32"),), n_docs=6, reps=1)
+    record = tune(str(bert_ce), candidates=(BackendChoice("onnx", "fp32"),), n_docs=6, reps=1)
     stamp = record_path(bert_ce).stat().st_mtime_ns
     reranker = Reranker.from_pretrained(str(bert_ce), backend="auto")
     assert reranker.backend.name == record["choice"]["backend"] == "onnx"
@@ -49,7 +49,7 @@ def test_auto_backend_tunes_at_first_use(xlmr_ce: Path) -> None:
 
 
 def test_no_candidate_within_bound_falls_back_to_fp32(bert_ce: Path) -> None:
-    record = tune(str(bert_ce), candidates=(Candidate("torch", "bf16"),), bound=AccuracyBound(min_spearman=1.01), n_docs=6, reps=1)
+    record = tune(str(bert_ce), candidates=(BackendChoice("torch", "bf16"),), bound=AccuracyBound(min_spearman=1.01), n_docs=6, reps=1)
     assert record["choice"] == {"backend": "torch", "dtype": "fp32", "artifact": None}
     assert "no candidate" in record["why"] and not record["candidates"][0]["accepted"]
 

@@ -8,7 +8,9 @@ Example:
 """
 
 from rerankd.batching import BatchLimits
-from rerankd.engine import Reranker, RequestScores
+from rerankd.documents import Document
+from rerankd.engine import Reranker
+from rerankd.pipeline import RequestScores
 from rerankd.errors import (
     EmptyDocumentsError,
     EmptyQueryError,
@@ -17,6 +19,7 @@ from rerankd.errors import (
     InputTooLargeError,
     InvalidDocumentError,
     MissingDependencyError,
+    ModelAccessError,
     ModelError,
     ModelNotFoundError,
     OverloadedError,
@@ -31,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchLimits",
+    "Document",
     "EmptyDocumentsError",
     "EmptyQueryError",
     "InferenceError",
@@ -38,6 +42,7 @@ __all__ = [
     "InputTooLargeError",
     "InvalidDocumentError",
     "MissingDependencyError",
+    "ModelAccessError",
     "ModelError",
     "ModelNotFoundError",
     "OverloadedError",

@@ -1,18 +1,21 @@
-"""Length-sorted, padding-aware batches bounded by a budget of padded tokens.
+"""Length-sorted batches bounded by a token budget that counts padding only where it is paid.
 
-Padded backends pay for ``rows × longest row`` tokens, so the budget counts exactly that: sorting by
-length keeps rows of a batch alike, and the budget keeps a batch of long rows small and a batch of
-short rows large.
+Padded backends pay for ``rows × longest row`` tokens, so for them the budget counts exactly that;
+packed backends pay for real tokens only (text-embeddings-inference's ``is_padded``). Sorting by cost
+keeps rows of a batch alike, and the budget keeps a batch of long rows small and a batch of short
+rows large. A sequence's cost is its tokens, or more where it says so (image tokens, see
+:attr:`rerankd.families.Encoded.cost`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from rerankd.families.base import Encoded
+from rerankd.errors import InputError
+from rerankd.families.base import Encoded, Padding
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class BatchLimits:
     """How big one forward pass may be.
 
     Attributes:
-        max_tokens: padded tokens (rows × longest row) per batch.
+        max_tokens: tokens per batch (rows × longest row for padded backends, their sum for packed ones).
         max_rows: rows per batch, whatever their length.
     """
 
@@ -29,7 +32,8 @@ class BatchLimits:
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1 or self.max_rows < 1:
-            raise ValueError("batch limits must be positive")
+            raise InputError(
+                f"batch limits must be at least 1, got max_tokens={self.max_tokens} and max_rows={self.max_rows}")
 
 
 @dataclass(frozen=True)
@@ -40,52 +44,55 @@ class PaddedBatch:
     attention_mask: np.ndarray
     token_type_ids: np.ndarray | None = None
 
-    @property
-    def padded_tokens(self) -> int:
-        return int(self.input_ids.size)
 
-    @property
-    def real_tokens(self) -> int:
-        return int(self.attention_mask.sum())
+def batch_cost(costs: Sequence[int], padded: bool) -> int:
+    """What a batch of sequences with these costs charges the budget.
+
+    Example:
+        >>> batch_cost([3, 5], padded=True), batch_cost([3, 5], padded=False)
+        (10, 8)
+    """
+    return len(costs) * max(costs) if padded else sum(costs)
 
 
-def plan_batches(lengths: Sequence[int], limits: BatchLimits) -> list[list[int]]:
-    """Group sequence indices into batches: sorted by length, each within the padded-token budget.
+def plan_batches(costs: Sequence[int], limits: BatchLimits, padded: bool = True) -> list[list[int]]:
+    """Group sequence indices into batches: sorted by cost, each within the token budget.
 
-    A sequence longer than the whole budget still gets a batch of its own.
+    ``padded``: the backend pads (a batch costs rows × its longest row) or packs (the sum).
+    A sequence over the whole budget still gets a batch of its own.
 
     Example:
         >>> plan_batches([5, 100, 6, 99], BatchLimits(max_tokens=200, max_rows=8))
         [[0, 2], [3, 1]]
+        >>> plan_batches([5, 100, 6, 99], BatchLimits(max_tokens=200, max_rows=8), padded=False)
+        [[0, 2, 3], [1]]
     """
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
+    total = 0
     for i in order:
-        # Sorted ascending, so the newest row is the longest: the batch costs (rows + 1) × its length.
-        if current and ((len(current) + 1) * lengths[i] > limits.max_tokens or len(current) >= limits.max_rows):
+        # Sorted ascending, so the newest row is the longest: a padded batch costs (rows + 1) × its cost.
+        grown = (len(current) + 1) * costs[i] if padded else total + costs[i]
+        if current and (grown > limits.max_tokens or len(current) >= limits.max_rows):
             batches.append(current)
-            current = []
+            current, total = [], 0
         current.append(i)
+        total += costs[i]
     if current:
         batches.append(current)
     return batches
 
 
-def pad_batch(
-    sequences: Sequence[Encoded],
-    pad_id: int,
-    side: Literal["left", "right"] = "right",
-    with_token_types: bool = False,
-) -> PaddedBatch:
+def pad_batch(sequences: Sequence[Encoded], padding: Padding) -> PaddedBatch:
     """Pad sequences to the longest one (left padding for decoder LLMs, right for encoders)."""
     width = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    ids = np.full((len(sequences), width), padding.pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
-    types = np.zeros((len(sequences), width), dtype=np.int64) if with_token_types else None
+    types = np.zeros((len(sequences), width), dtype=np.int64) if padding.token_type_ids else None
     for row, seq in enumerate(sequences):
         n = len(seq)
-        cols = slice(width - n, width) if side == "left" else slice(0, n)
+        cols = slice(width - n, width) if padding.side == "left" else slice(0, n)
         ids[row, cols] = seq.input_ids
         mask[row, cols] = 1
         if types is not None and seq.token_type_ids is not None:

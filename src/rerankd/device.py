@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Any
 
 from rerankd.errors import InputError
@@ -23,22 +21,11 @@ def normalize_dtype(name: str | None) -> str | None:
     return key
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16)."""
-    flags = cpu_flags()
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    from rerankd.hardware import cpu_info
+
+    return cpu_info().fast_bf16
 
 
 def resolve_device(device: str | None) -> str:
@@ -79,10 +66,7 @@ def torch_dtype(name: str) -> Any:
 
 
 def default_batch_tokens(device: str) -> int:
-    """Padded tokens per forward pass: small on CPU (caches), large on accelerators (parallelism).
-
-    Measured on the rerank-100 MiniLM shape on a 2-core AVX512-BF16 CPU: 2-4k tokens per batch ran
-    ~1.6x faster than 16k.
-    """
+    """Tokens per forward pass: small on CPU (a batch's activations stay in cache), large on
+    accelerators (parallelism). ``benchmarks/rerank100.py --batch-tokens`` measures other budgets."""
     return 4096 if device == "cpu" else 32768
 

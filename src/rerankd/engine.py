@@ -1,67 +1,24 @@
-"""Reranker: validate → tokenize → length-sorted token-budget batches → backend → scores in input order."""
+"""Reranker: the Python API over one model's :class:`~rerankd.pipeline.Pipeline`."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
-
-import numpy as np
+import os
+from typing import Any, Sequence
 
 from rerankd.backends.base import Backend
-from rerankd.batching import BatchLimits, pad_batch, plan_batches
-from rerankd.errors import (
-    EmptyDocumentsError,
-    EmptyQueryError,
-    InferenceError,
-    InputError,
-    InvalidDocumentError,
-    RerankdError,
-    TooManyDocumentsError,
-)
-from rerankd.families import Encoded, Family, PreparedRequest
-from rerankd.families.base import finite_or_raise
-from rerankd.types import RerankResult, ScoredDocument
-
-DEFAULT_MAX_DOCUMENTS = 10_000
-
-
-@dataclass(frozen=True)
-class RequestScores:
-    """Per-document scores of one prepared request, in input order."""
-
-    raw: np.ndarray
-    normalized: np.ndarray
-    truncated: list[bool]
-    tokens: list[int]
-    total_tokens: int
-
-
-def validate(query: Any, documents: Any, max_documents: int) -> list[str]:
-    """Check a request's shape and return the documents as a list of strings."""
-    if not isinstance(query, str):
-        raise EmptyQueryError(f"query must be a string, got {type(query).__name__}")
-    if not query.strip():
-        raise EmptyQueryError("query is empty; send the text to rank the documents against")
-    if isinstance(documents, str) or not isinstance(documents, Sequence):
-        raise InvalidDocumentError("documents must be a list of strings")
-    if len(documents) == 0:
-        raise EmptyDocumentsError("documents is empty; send at least one document to rank")
-    if len(documents) > max_documents:
-        raise TooManyDocumentsError(
-            f"{len(documents)} documents were sent but the limit is {max_documents} per request; "
-            "split the request or raise max_documents"
-        )
-    for i, doc in enumerate(documents):
-        if not isinstance(doc, str):
-            raise InvalidDocumentError(f"document {i} is a {type(doc).__name__}, not text; send strings")
-        if not doc.strip():
-            raise InvalidDocumentError(f"document {i} is empty; remove it or send its text")
-    return list(documents)
+from rerankd.batching import BatchLimits
+from rerankd.documents import DocumentLike
+from rerankd.errors import InputError
+from rerankd.families import Family
+from rerankd.pipeline import DEFAULT_MAX_DOCUMENTS, Pipeline, RequestLimits, RequestScores
+from rerankd.types import RerankResult
 
 
 class Reranker:
     """Scores (query, document) pairs with one model, exactly as the model's reference does.
+
+    A query or document is a ``str``, a :class:`rerankd.Document`, or the dict form
+    ``{"text": ..., "image": ..., "video": ...}``; a list of documents is one document per element.
 
     Example:
         >>> from rerankd import Reranker
@@ -78,23 +35,33 @@ class Reranker:
         *,
         name: str = "",
         batch_limits: BatchLimits | None = None,
-        max_documents: int = DEFAULT_MAX_DOCUMENTS,
+        limits: RequestLimits | None = None,
     ) -> None:
-        self.family = family
-        self.backend = backend
-        self.name = name or str(family.model_dir)
-        self.batch_limits = batch_limits or BatchLimits()
-        self.max_documents = max_documents
-        # One forward pass at a time: backends are not re-entrant, and two passes would only
-        # fight over the same cores.
-        self._lock = threading.Lock()
+        self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits)
+        self._fingerprint: dict[str, str] | None = None
+
+    @property
+    def family(self) -> Family:
+        return self.pipeline.family
+
+    @property
+    def backend(self) -> Backend:
+        return self.pipeline.backend
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    @property
+    def batch_limits(self) -> BatchLimits:
+        return self.pipeline.batch_limits
 
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(
         cls,
-        model: str | None = None,
+        model: str | os.PathLike[str] | None = None,
         *,
         revision: str | None = None,
         device: str | None = None,
@@ -108,83 +75,34 @@ class Reranker:
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
         Args:
-            model: directory or hub id; ``None`` for the bundled all-MiniLM-L6-v2.
+            model: directory (``str`` or ``pathlib.Path``) or hub id; ``None`` for the bundled all-MiniLM-L6-v2.
             revision: hub revision (branch, tag or commit).
             device: ``auto`` (default), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
             dtype: ``auto`` (default: bf16 where the hardware is fast at it, fp16 on MPS, else fp32),
                 ``fp32``, ``bf16`` or ``fp16``.
             max_length: tokens per pair; documents are truncated to fit, the query is kept.
             backend: ``torch``, or another registered backend name.
-            batch_tokens: padded tokens per forward pass.
+            batch_tokens: tokens per forward pass (padded tokens for padded backends).
+            max_documents: documents per request.
         """
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
         from rerankd.families import load_family
         from rerankd.hub import resolve_model
 
-        model_dir, name = resolve_model(model, revision)
+        model_dir, name = resolve_model(os.fspath(model) if model is not None else None, revision)
         family = load_family(model_dir, max_length)
         engine_backend = create_backend(backend, family, device=device, dtype=dtype)
         device_name = str(getattr(engine_backend, "device", "cpu"))
         limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)
-        return cls(family, engine_backend, name=name, batch_limits=limits, max_documents=max_documents)
-
-    # -- the pipeline, in steps the server reuses ---------------------------------------------------
-
-    def prepare(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        instruction: str | None = None,
-        max_doc_tokens: int | None = None,
-    ) -> PreparedRequest:
-        """Validate and tokenize one request."""
-        docs = validate(query, documents, self.max_documents)
-        return self.family.prepare(query, docs, instruction=instruction, max_doc_tokens=max_doc_tokens)
-
-    def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
-        """One forward pass over sequences (already grouped into one batch by the caller)."""
-        batch = pad_batch(sequences, self.family.pad_token_id, self.family.padding_side, self.family.uses_token_type_ids)
-        with self._lock:
-            try:
-                out = self.backend.run(batch)
-            except RerankdError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any backend failure becomes one error kind
-                raise InferenceError(f"the {self.backend.name} backend failed on a batch of {len(sequences)}: {type(exc).__name__}") from exc
-        return finite_or_raise(np.asarray(out, dtype=np.float64))
-
-    def run_sequences(self, sequences: Sequence[Encoded], progress: bool = False) -> np.ndarray:
-        """Outputs for any number of sequences, batched by length and token budget, in input order."""
-        batches = plan_batches([len(s) for s in sequences], self.batch_limits)
-        outputs: np.ndarray | None = None
-        for rows in _progress(batches, progress, total_items=len(sequences)):
-            out = self.forward([sequences[i] for i in rows])
-            if outputs is None:
-                outputs = np.zeros((len(sequences),) + out.shape[1:], dtype=np.float64)
-            outputs[rows] = out
-        assert outputs is not None
-        return outputs
-
-    def finish(self, prepared: PreparedRequest, outputs: np.ndarray) -> RequestScores:
-        """Turn one request's sequence outputs into raw and normalized document scores."""
-        raw = prepared.finish(outputs)
-        seqs = [prepared.sequences[i] for i in prepared.doc_sequences]
-        return RequestScores(
-            raw=raw,
-            normalized=self.family.normalize(raw),
-            truncated=[s.truncated for s in seqs],
-            tokens=[len(s) for s in seqs],
-            total_tokens=prepared.total_tokens,
-        )
+        return cls(family, engine_backend, name=name, batch_limits=limits, limits=RequestLimits(max_documents=max_documents))
 
     # -- the public calls ---------------------------------------------------------------------------
 
     def score(
         self,
-        query: str,
-        documents: Sequence[str],
+        query: DocumentLike,
+        documents: Sequence[DocumentLike],
         *,
         instruction: str | None = None,
         raw: bool = False,
@@ -196,32 +114,21 @@ class Reranker:
 
     def score_many(
         self,
-        queries: Sequence[str],
-        documents: Sequence[Sequence[str]],
+        queries: Sequence[DocumentLike],
+        documents: Sequence[Sequence[DocumentLike]],
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
         progress: bool = False,
     ) -> list[RequestScores]:
         """Score several (query, documents) requests at once; their pairs share batches."""
-        if len(queries) != len(documents):
-            raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
-        prepared = [
-            self.prepare(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens) for q, docs in zip(queries, documents)
-        ]
-        flat = [seq for p in prepared for seq in p.sequences]
-        outputs = self.run_sequences(flat, progress=progress)
-        results, start = [], 0
-        for p in prepared:
-            end = start + len(p.sequences)
-            results.append(self.finish(p, outputs[start:end]))
-            start = end
-        return results
+        requests = self._requests(queries, documents, instruction, max_doc_tokens)
+        return self.pipeline.score_many(requests, progress=progress)
 
     def rank(
         self,
-        query: str,
-        documents: Sequence[str],
+        query: DocumentLike,
+        documents: Sequence[DocumentLike],
         *,
         top_n: int | None = None,
         return_documents: bool = False,
@@ -237,8 +144,8 @@ class Reranker:
 
     def rank_many(
         self,
-        queries: Sequence[str],
-        documents: Sequence[Sequence[str]],
+        queries: Sequence[DocumentLike],
+        documents: Sequence[Sequence[DocumentLike]],
         *,
         top_n: int | None = None,
         return_documents: bool = False,
@@ -249,51 +156,26 @@ class Reranker:
         """:meth:`rank` for many queries, their pairs batched together."""
         if top_n is not None and top_n < 0:
             raise InputError(f"top_n must be 0 or more, got {top_n}")
-        all_scores = self.score_many(queries, documents, instruction=instruction, max_doc_tokens=max_doc_tokens, progress=progress)
-        return [
-            ranked(q, docs, s, top_n=top_n, return_documents=return_documents, model=self.name)
-            for q, docs, s in zip(queries, documents, all_scores)
-        ]
+        requests = self._requests(queries, documents, instruction, max_doc_tokens)
+        all_scores = self.pipeline.score_many(requests, progress=progress)
+        return [self.pipeline.rank(r, s, top_n=top_n, return_documents=return_documents)
+                for r, s in zip(requests, all_scores)]
+
+    def fingerprint(self) -> dict[str, str]:
+        """Everything that decides this reranker's scores (see :mod:`rerankd.fingerprint`)."""
+        if self._fingerprint is None:
+            from rerankd.fingerprint import model_fingerprint
+
+            self._fingerprint = model_fingerprint(self.family, self.backend, self.name)
+        return dict(self._fingerprint)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, **self.family.describe(), **self.backend.describe(),
-                "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.max_documents}
+                "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents}
 
-
-def ranked(
-    query: str,
-    documents: Sequence[str],
-    scores: RequestScores,
-    *,
-    top_n: int | None = None,
-    return_documents: bool = False,
-    model: str = "",
-) -> RerankResult:
-    """Order one request's documents best first (ties keep input order) and cut to ``top_n``."""
-    order = sorted(range(len(documents)), key=lambda i: (-scores.normalized[i], -scores.raw[i], i))
-    if top_n:
-        order = order[:top_n]
-    results = [
-        ScoredDocument(
-            index=i,
-            score=float(scores.normalized[i]),
-            raw_score=float(scores.raw[i]),
-            truncated=scores.truncated[i],
-            tokens=scores.tokens[i],
-            document=documents[i] if return_documents else None,
-        )
-        for i in order
-    ]
-    return RerankResult(query=query, results=results, model=model, total_tokens=scores.total_tokens)
-
-
-def _progress(batches: list[list[int]], enabled: bool, total_items: int) -> Iterable[list[int]]:
-    if not enabled:
-        yield from batches
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total_items, unit="seq", desc="scoring", leave=False) as bar:
-        for rows in batches:
-            yield rows
-            bar.update(len(rows))
+    def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
+                  max_doc_tokens: int | None) -> list[Any]:
+        if isinstance(queries, str) or len(queries) != len(documents):
+            raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
+        return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens)
+                for q, docs in zip(queries, documents)]

@@ -10,7 +10,8 @@
     │   ├── TooManyDocumentsError
     │   └── InputTooLargeError      tokens / bytes over a configured limit
     ├── ModelError                  the model cannot be loaded or used
-    │   ├── ModelNotFoundError
+    │   ├── ModelNotFoundError      no such directory, hub repo or revision
+    │   ├── ModelAccessError        the hub refused (gated, bad token) or could not be reached
     │   └── UnsupportedModelError
     ├── MissingDependencyError      an optional extra is not installed; says the pip command
     ├── OverloadedError             queued work is over its limit; retry later
@@ -60,6 +61,10 @@ class ModelError(RerankdError):
 
 class ModelNotFoundError(ModelError, FileNotFoundError):
     kind = "model_not_found"
+
+
+class ModelAccessError(ModelError):
+    kind = "model_access"
 
 
 class UnsupportedModelError(ModelError):

@@ -244,9 +244,8 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool = True, keep_
     Only the matrix products are quantized: they hold the time, while int8 embedding tables (Gather)
     cost accuracy for no speed. Per-channel weight scales keep the per-row ranges of each matrix.
     ``keep_ffn_output`` leaves the FFN down-projections in fp32: their input (after GELU/SiLU) has
-    outliers that one per-tensor activation scale cannot hold. Measured on all-MiniLM-L6-v2 against
-    fp32, on SciFact queries × their BM25 top-30: per-query Spearman min/mean 0.973/0.985 with every
-    product in int8, 0.989/0.994 with the down-projections kept.
+    outliers that one per-tensor activation scale cannot hold (``--int8-all`` quantizes them too:
+    faster, less accurate; the README has the measured ranking agreement).
     """
     onnx = require("onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -280,12 +279,8 @@ def quantize_int4(source: Path, target: Path, *, block_size: int = INT4_BLOCK_SI
     ``Attention`` and the embeddings inside ``EmbedLayerNormalization`` (the quantizer handles
     neither), and products with a vector (the LLM yes−no row: one dot product per row).
 
-    It is for size, not speed (``benchmarks/cpu_backends.py``, rerank-100): on the Qwen3-0.6B shape
-    the graph goes from 2.3 GB (fp32) and 1.3 GB (int8) to 0.36 GB, at 1.15× fp32's pairs/s and
-    0.61× int8's; on MiniLM (where the fp32 embedding table stays) 0.93× fp32's. It costs more
-    ranking quality than int8: on all-MiniLM-L6-v2 against fp32 over SciFact queries × BM25 top-20,
-    Spearman 0.984 over all pairs and 0.962-0.99 per query (int8: 0.99 / 0.983-0.997); block 128
-    measured 0.981 / 0.929, so blocks of 32 are the default.
+    It is for size, not speed, and costs more ranking quality than int8; blocks of 128 lost more
+    than blocks of 32, hence the default (``benchmarks/cpu_backends.py`` and the README's int4 table).
 
     ``source`` must be at opset 21 already (:func:`raise_opset` on the traced graph): on an older
     graph the quantizer only relabels the opset import, which breaks ops whose signature changed by

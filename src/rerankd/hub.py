@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from rerankd._optional import require
-from rerankd.errors import MissingDependencyError, ModelNotFoundError
+from rerankd.errors import InputError, MissingDependencyError, ModelAccessError, ModelNotFoundError
 
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # Files a reranker needs; skips other frameworks' weights (tf, flax, onnx variants, gguf) in hub repos.
@@ -35,11 +35,14 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.count("/") > 1
 
 
-def resolve_model(model: str | None, revision: str | None = None) -> tuple[Path, str]:
+def resolve_model(model: str | os.PathLike[str] | None, revision: str | None = None) -> tuple[Path, str]:
     """Return (local directory, display name). ``None`` means the bundled default, offline.
 
     Hub ids are fetched with huggingface_hub, which honours ``HF_HUB_OFFLINE`` and its cache.
     """
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise InputError(f"model must be a directory, a hub id or None, got {type(model).__name__}")
+    model = os.fspath(model) if model is not None else None
     if not model:
         return bundled_model_dir(), BUNDLED_MODEL_NAME
     if model == BUNDLED_MODEL_NAME and not Path(model).exists():
@@ -59,12 +62,31 @@ def resolve_model(model: str | None, revision: str | None = None) -> tuple[Path,
 
 def _download(repo_id: str, revision: str | None) -> Path:
     hub = require("huggingface_hub")
+    errors = hub.errors
+    where = f"model {repo_id!r}{f' at revision {revision}' if revision else ''}"
     try:
         return Path(hub.snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=_ALLOW))
-    except Exception as exc:  # noqa: BLE001 - hub errors are many; all mean "not found from here"
+    except errors.GatedRepoError as exc:
+        raise ModelAccessError(f"{where} is gated: accept its licence on the hub, then log in (huggingface-cli login "
+                               "or HF_TOKEN)") from exc
+    except errors.RevisionNotFoundError as exc:
+        raise ModelNotFoundError(f"{where}: the hub has no such revision; pass a branch, tag or commit it has") from exc
+    except errors.RepositoryNotFoundError as exc:
+        # The hub answers 401 for private and for missing repos alike: say both.
+        raise ModelNotFoundError(f"{where} does not exist on the hub, or is private and needs a token "
+                                 "(huggingface-cli login or HF_TOKEN)") from exc
+    except errors.LocalEntryNotFoundError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-        why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else type(exc).__name__
-        raise ModelNotFoundError(
-            f"model {repo_id!r}{f' at revision {revision}' if revision else ''} could not be found "
-            f"({why}); pass a local directory or a hub id that exists"
-        ) from exc
+        why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if offline
+               else "the hub could not be reached and it is not in the local cache")
+        if offline:
+            raise ModelNotFoundError(f"{where} could not be found ({why}); pass a local directory or a hub id "
+                                     "that is cached") from exc
+        raise ModelAccessError(f"{where} could not be loaded: {why}; check the network or pass a local directory") from exc
+    except errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        kind = "refused the credentials" if status in (401, 403) else f"answered HTTP {status}"
+        raise ModelAccessError(f"{where}: the hub {kind}; check HF_TOKEN and the network") from exc
+    except OSError as exc:  # connection refused, DNS, timeouts: the network, not the model
+        raise ModelAccessError(f"{where}: the hub could not be reached ({type(exc).__name__}); check the network "
+                               "or pass a local directory") from exc

@@ -18,7 +18,6 @@ import functools
 import gc
 import hashlib
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +26,14 @@ from typing import Any, Sequence
 from rerankd.backends.base import Backend
 from rerankd.errors import InputError
 from rerankd.families import Family, load_family
+from rerankd.hardware import machine_fingerprint
 from rerankd.hub import cache_root
 
 RECORD_VERSION = 1
 
 
 @dataclass(frozen=True)
-class Candidate:
+class BackendChoice:
     """One way to run a model: a registered backend name and its precision."""
 
     backend: str
@@ -49,31 +49,8 @@ class AccuracyBound:
     max_abs_delta: float = 0.05
 
 
-CANDIDATES = (Candidate("torch", "bf16"), Candidate("torch-int8", "int8"), Candidate("onnx", "fp32"), Candidate("onnx", "int8"))
-REFERENCE = Candidate("torch", "fp32")
-
-
-def machine_fingerprint() -> dict[str, Any]:
-    """What makes timings on one machine differ from another: CPU model and its matrix features, cores, libraries."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from rerankd.backends.onnx_backend import physical_cores
-    from rerankd.device import cpu_flags
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    features = sorted({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2"} & cpu_flags())
-    libraries = {}
-    for package in ("torch", "onnxruntime"):
-        try:
-            libraries[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return {"cpu": cpu, "features": features, "physical_cores": physical_cores(), "libraries": libraries}
+CANDIDATES = (BackendChoice("torch", "bf16"), BackendChoice("torch-int8", "int8"), BackendChoice("onnx", "fp32"), BackendChoice("onnx", "int8"))
+REFERENCE = BackendChoice("torch", "fp32")
 
 
 def model_key(model_dir: Path) -> str:
@@ -107,7 +84,7 @@ def load_record(model_dir: Path) -> dict[str, Any] | None:
 def tune(
     model: str | Path | Family | None,
     *,
-    candidates: Sequence[Candidate] = CANDIDATES,
+    candidates: Sequence[BackendChoice] = CANDIDATES,
     bound: AccuracyBound = AccuracyBound(),
     n_docs: int = 16,
     length_scale: float = 0.5,
@@ -172,10 +149,10 @@ def auto_backend(family: Family, device: str | None = None, dtype: str | None = 
     from rerankd.device import resolve_device
 
     if resolve_device(device) != "cpu":
-        return _backend(family, Candidate("torch", dtype or "auto"), device=device)
+        return _backend(family, BackendChoice("torch", dtype or "auto"), device=device)
     record = load_record(family.model_dir) or tune(family)
     choice = record["choice"]
-    return _backend(family, Candidate(choice["backend"], choice["dtype"]), choice.get("artifact"))
+    return _backend(family, BackendChoice(choice["backend"], choice["dtype"]), choice.get("artifact"))
 
 
 def tuning_summary(model_dir: Path) -> dict[str, Any]:
@@ -199,7 +176,7 @@ def _family(model: str | Path | None) -> Family:
     return load_family(model_dir)
 
 
-def _artifact(family: Family, candidate: Candidate) -> str | None:
+def _artifact(family: Family, candidate: BackendChoice) -> str | None:
     """The exported ONNX directory an ``onnx`` candidate runs (exported once into the cache)."""
     if candidate.backend != "onnx":
         return None
@@ -211,7 +188,7 @@ def _artifact(family: Family, candidate: Candidate) -> str | None:
     return str(out)
 
 
-def _backend(family: Family, candidate: Candidate, artifact: str | None = None, device: str | None = "cpu") -> Backend:
+def _backend(family: Family, candidate: BackendChoice, artifact: str | None = None, device: str | None = "cpu") -> Backend:
     from rerankd.backends.registry import create_backend
 
     if candidate.backend == "onnx":

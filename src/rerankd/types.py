@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -10,7 +11,8 @@ class ScoredDocument:
     """One document's result.
 
     ``score`` is the normalized relevance (the model's activation applied, e.g. sigmoid);
-    ``raw_score`` is the value before it (the logit, or the yes-no log-odds).
+    ``raw_score`` is the value before it (the logit, or the yes-no log-odds). ``document`` (only when
+    asked for) is the text of a text document, else the :class:`rerankd.Document` itself.
     """
 
     index: int
@@ -18,14 +20,14 @@ class ScoredDocument:
     raw_score: float
     truncated: bool = False
     tokens: int = 0
-    document: str | None = None
+    document: Any = None
 
 
 @dataclass(frozen=True)
 class RerankResult:
     """The documents of one query, best first (or cut to ``top_n``)."""
 
-    query: str
+    query: Any
     results: list[ScoredDocument] = field(default_factory=list)
     model: str = ""
     total_tokens: int = 0

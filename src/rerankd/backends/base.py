@@ -1,23 +1,28 @@
-"""The one small interface every backend implements: a padded batch in, one output per row out."""
+"""The one small interface every backend implements: a batch of sequences in, one output per sequence out."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from rerankd.batching import PaddedBatch
+from rerankd.families import Encoded
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """Scores padded batches. ``run`` returns shape (rows,) for pair scorers, (rows, dim) for bi-encoders.
+    """Scores batches of sequences. ``forward`` returns shape (rows,) for pair scorers, (rows, dim) for bi-encoders.
 
-    Implementations must be safe to call from one worker thread at a time; the engine serializes calls.
+    A backend owns its collation: a padded backend pads the batch itself, a packed one lays the
+    sequences end to end. ``pads`` says which, so the batch planner charges padding only to the
+    backends that pay for it (text-embeddings-inference's ``Backend::is_padded``).
+
+    Implementations must be safe to call from one worker thread at a time; the pipeline serializes calls.
     """
 
     name: str
+    pads: bool
 
-    def run(self, batch: PaddedBatch) -> np.ndarray: ...
+    def forward(self, sequences: Sequence[Encoded]) -> np.ndarray: ...
 
     def describe(self) -> dict[str, Any]: ...

@@ -3,10 +3,8 @@
 ``nn.Linear`` on a CPU hands its plain row-major weight to oneDNN (bf16) or MKL (fp32) on every call,
 and the activation that follows is a separate pass over the output. Reordering each weight once
 into oneDNN's blocked layout and running ``torch.ops.mkldnn._linear_pointwise`` with the activation
-as a post-op removes both costs. Measured on this 2-core AVX512-BF16 CPU (GFLOP/s per product):
-XLM-R large's FFN up-projection 529 → 821 in bf16 (and 70.6 → 42.2 ms with GELU fused), fp32
-122 → 279; end to end (``benchmarks/onednn_linear.py``) 1.16× pairs/s on MiniLM and 1.38× on XLM-R
-large in bf16, 1.77× and 2.10× in fp32.
+as a post-op removes both costs (``benchmarks/onednn_linear.py`` measures both ways interleaved; the
+README has the table).
 
 These are the ops torch's own compiler emits for frozen CPU graphs (``torch._inductor.config.freezing``).
 We call them directly because ``torch.compile`` cannot take the packed modules: the per-sequence

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from rerankd._optional import require
-from rerankd.batching import PaddedBatch
+from rerankd.batching import pad_batch
 from rerankd.errors import InputError, ModelNotFoundError, UnsupportedModelError
-from rerankd.families import BiEncoderFamily, CrossEncoderFamily, Family, LlmYesNoFamily
+from rerankd.families import Encoded, Family
+from rerankd.families.heads import Head
+from rerankd.hardware import cpu_flags, physical_cores
 
 # Hub file names per precision, best first (sentence-transformers' export_dynamic_quantized_onnx_model
 # and optimum name their files this way).
@@ -26,34 +28,8 @@ _PRECISION_ALIASES = {"fp32": "fp32", "float32": "fp32", "int8": "int8", "qint8"
                       "int4": "int4", "q4": "int4"}
 
 
-def physical_cores() -> int:
-    """Physical cores this process may use: SMT siblings share one core's matrix units, so they add nothing."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cores: set[tuple[str, str]] = set()
-    physical = core = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    physical = value.strip()
-                elif key == "core id":
-                    core = value.strip()
-                elif not line.strip() and core:
-                    cores.add((physical, core))
-                    physical = core = ""
-        if core:
-            cores.add((physical, core))
-    except OSError:
-        pass
-    return max(1, min(allowed, len(cores) or allowed))
-
-
 def find_onnx_file(path: Path, precision: str | None = None) -> Path:
     """The graph to load from a rerankd export, a hub layout (``onnx/model*.onnx``), or a .onnx file."""
-    from rerankd.device import cpu_flags
-
     if path.is_file() and path.suffix == ".onnx":
         return path
     wanted = _PRECISION_ALIASES.get((precision or "auto").lower()) if precision and precision != "auto" else None
@@ -90,6 +66,7 @@ class OnnxBackend:
     """
 
     name = "onnx"
+    pads = True
 
     def __init__(
         self,
@@ -126,7 +103,8 @@ class OnnxBackend:
         outputs = [o.name for o in self.session.get_outputs()]
         self.output = next((n for n in ("scores", "embeddings", "logits", "token_embeddings", "last_hidden_state") if n in outputs), outputs[0])
 
-    def run(self, batch: PaddedBatch) -> np.ndarray:
+    def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
+        batch = pad_batch(sequences, self.family.padding)
         feeds: dict[str, np.ndarray] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if "token_type_ids" in self.inputs:
             feeds["token_type_ids"] = batch.token_type_ids if batch.token_type_ids is not None else np.zeros_like(batch.input_ids)
@@ -135,23 +113,38 @@ class OnnxBackend:
         out = self.session.run([self.output], {k: v for k, v in feeds.items() if k in self.inputs})[0]
         if self.output in ("scores", "embeddings"):
             return np.asarray(out, dtype=np.float32)
-        return self._head(np.asarray(out, dtype=np.float32), batch.attention_mask)
-
-    def _head(self, out: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The family's head on a hub graph's raw output."""
-        family = self.family
-        if isinstance(family, CrossEncoderFamily):
-            return out[:, 0] if family.num_labels == 1 or out.shape[1] == 1 else out[:, 1] - out[:, 0]
-        if isinstance(family, LlmYesNoFamily):
-            last = out[:, -1] if out.ndim == 3 else out
-            return last[:, family.yes_id] - last[:, family.no_id]
-        if isinstance(family, BiEncoderFamily):
-            return pool(out, mask, family.pooling, family.normalize_embeddings)
-        raise UnsupportedModelError(f"the onnx backend has no head for family {family.kind}")
+        head = self.family.head
+        apply = HUB_HEADS.get(head.kind)
+        if apply is None:
+            raise UnsupportedModelError(f"the onnx backend has no head for a {head.kind!r} head")
+        return apply(head, np.asarray(out, dtype=np.float32), batch.attention_mask)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.precision, "model_file": str(self.model_file),
                 "threads": self.threads, "optimization": self.optimization}
+
+
+def pair_score(head: Any, logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A hub classifier graph's logits → the relevance logit (1 label) or the log-odds (2 labels)."""
+    return logits[:, 0] if head.num_labels == 1 or logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+
+
+def yes_minus_no(head: Any, logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A hub causal-LM graph's vocabulary logits at the last position → l_yes − l_no."""
+    last = logits[:, -1] if logits.ndim == 3 else logits
+    return last[:, head.yes_id] - last[:, head.no_id]
+
+
+def pooled(head: Any, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return pool(hidden, mask, head.pooling, head.normalize)
+
+
+#: head kind → the numpy head that finishes a hub graph's raw output.
+HUB_HEADS: dict[str, Callable[[Head, np.ndarray, np.ndarray], np.ndarray]] = {
+    "pair-logit": pair_score,
+    "yes-no-row": yes_minus_no,
+    "pooled-embedding": pooled,
+}
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str, normalize: bool) -> np.ndarray:

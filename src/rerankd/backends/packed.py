@@ -1,32 +1,36 @@
 """Packed ("unpadded") inference for CPUs: every sequence of a batch laid end to end in one row.
 
 On a CPU, a padded batch pays twice: its matrix products run over pad tokens, and SDPA with an
-arbitrary padding mask takes the slow masked path. Measured on the rerank-100 shapes (2-core
-AVX512-BF16), masked flash attention took 20-44% of the time for a few percent of the FLOPs. Packed,
-the linear layers see only real tokens and attention runs per sequence with no mask at all
+arbitrary padding mask takes the slow masked path (on the rerank-100 shapes, a large share of the
+time for a few percent of the FLOPs: ``benchmarks/cpu_backends.py --profile``). Packed, the linear layers see only real tokens and attention runs per sequence with no mask at all
 (``is_causal`` for decoders), which is the kernel's fast path.
 
-transformers routes attention through a registry: registering ``rerankd_packed`` and passing the
-sequence boundaries as a keyword makes every layer call :func:`packed_attention`; a name unknown to
-the mask registry also tells transformers to build no mask. The heads (pooler + classifier, the
-yes−no row, pooling) then read each sequence's own positions.
+transformers routes attention through a registry: registering ``rerankd_packed`` makes every layer
+call :func:`packed_attention`, and a name unknown to the mask registry also tells transformers to
+build no mask. The sequence boundaries (and a shared prefix) reach it through a context variable set
+around the model call, not through ``model(**kwargs)``: older transformers' encoders take no extra
+keywords (4.57's ``BertModel.forward`` raises on them). The heads (pooler + classifier, the yes−no
+row, pooling) then read each sequence's own positions, with the head pieces of
+:mod:`rerankd.backends.torch_modules`.
 
+The packed modules take the sequences themselves: the batch is never padded to be unpadded again.
 Used for the architectures below on CPU; other models and accelerators use the padded modules.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator, Sequence
 
 from rerankd._optional import require
-from rerankd.families import BiEncoderFamily, CrossEncoderFamily, Family, LlmYesNoFamily
+from rerankd.backends.torch_modules import pair_score, pool
+from rerankd.families import Encoded, Family
 
 torch = require("torch")
 nn = torch.nn
 
 ATTENTION_NAME = "rerankd_packed"
-BOUNDARIES_KWARG = "rerankd_cu_seqlens"
-PREFIX_KWARG = "rerankd_shared_prefix"
 # Below this many shared tokens, an extra pass for the prefix costs more than it saves.
 MIN_SHARED_PREFIX = 16
 
@@ -52,11 +56,13 @@ def packed_attention(
 ) -> tuple[Any, None]:
     """SDPA per packed sequence, no mask. query (1, heads, T, d) → output (1, T, heads, d).
 
-    With a :class:`SharedPrefix` in ``kwargs``, a decoder either records each layer's keys and values
-    of the prefix, or attends to the recorded prefix as well as to its own sequence.
+    With a :class:`SharedPrefix` in the packing context, a decoder either records each layer's keys
+    and values of the prefix, or attends to the recorded prefix as well as to its own sequence.
     """
-    bounds: list[int] = kwargs[BOUNDARIES_KWARG]
-    prefix: SharedPrefix | None = kwargs.get(PREFIX_KWARG)
+    context = _PACKING.get()
+    if context is None:
+        raise RuntimeError("packed attention ran outside a packing() context")
+    bounds, prefix = context
     causal = is_causal if is_causal is not None else bool(getattr(module, "is_causal", False))
     groups = int(getattr(module, "num_key_value_groups", 1) or 1)
     if groups > 1:
@@ -80,6 +86,21 @@ class SharedPrefix:
     def __init__(self) -> None:
         self.layers: dict[int, tuple[Any, Any]] = {}
         self.recording = True
+
+
+#: (sequence boundaries, shared prefix) of the packed call in progress on this thread.
+_PACKING: contextvars.ContextVar[tuple[list[int], SharedPrefix | None] | None] = contextvars.ContextVar(
+    "rerankd_packing", default=None)
+
+
+@contextlib.contextmanager
+def packing(bounds: list[int], prefix: SharedPrefix | None = None) -> Iterator[None]:
+    """Tell :func:`packed_attention` where the sequences of the next model call start and end."""
+    token = _PACKING.set((bounds, prefix))
+    try:
+        yield
+    finally:
+        _PACKING.reset(token)
 
 
 def _flash_with_lse(query: Any, key: Any, value: Any, causal: bool, scaling: float | None) -> tuple[Any, Any]:
@@ -111,56 +132,63 @@ def _register() -> None:
 
 
 def supports_packing(family: Family) -> bool:
-    model_type = str(family.config.get("model_type", ""))
-    if isinstance(family, LlmYesNoFamily):
-        return model_type in _PACKED_DECODERS
-    return model_type in _PACKED_ENCODERS
+    from rerankd.compat import packing_supported
+
+    return str(family.config.get("model_type", "")) in _PACKED_ENCODERS | _PACKED_DECODERS and packing_supported()
 
 
-def shared_prefix_length(input_ids: Any, attention_mask: Any) -> int:
-    """Tokens that every row of a left-padded batch starts with (leaving each row at least one of its own)."""
-    lengths = attention_mask.sum(dim=1)
-    shortest = int(lengths.min())
-    width = input_ids.shape[1]
-    starts = width - lengths  # left padding: real tokens end every row
-    heads = torch.stack([input_ids[row, int(s) : int(s) + shortest] for row, s in enumerate(starts)])
-    same = (heads == heads[0]).all(dim=0)
-    differing = (~same).nonzero()
-    common = int(differing[0]) if len(differing) else shortest
+def shared_prefix_length(sequences: Sequence[Encoded]) -> int:
+    """Tokens that every sequence starts with (leaving each sequence at least one of its own)."""
+    shortest = min(len(s) for s in sequences)
+    first = sequences[0].input_ids
+    common = shortest
+    for seq in sequences[1:]:
+        ids = seq.input_ids
+        common = next((i for i in range(common) if ids[i] != first[i]), common)
     return min(common, shortest - 1)
 
 
 class PackedInputs:
-    """A padded batch turned into one packed row: ids, per-sequence positions, boundaries.
+    """Sequences laid end to end in one row: ids, per-sequence positions, boundaries.
 
-    ``skip`` leading tokens of every row are left out (a shared prefix computed once); positions
+    ``skip`` leading tokens of every sequence are left out (a shared prefix computed once); positions
     still count them.
     """
 
-    def __init__(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, position_offset: int, skip: int = 0) -> None:
-        keep = attention_mask.bool()
-        if skip:
-            keep = keep & (attention_mask.cumsum(dim=1) > skip)
-            attention_mask = keep.long()
-        position_offset += skip
-        lengths = attention_mask.sum(dim=1).tolist()
+    def __init__(self, sequences: Sequence[Encoded], position_offset: int, device: Any = "cpu", skip: int = 0) -> None:
+        lengths = [len(s) - skip for s in sequences]
         self.bounds = [0]
         for n in lengths:
-            self.bounds.append(self.bounds[-1] + int(n))
-        self.input_ids = input_ids[keep].unsqueeze(0)
-        self.token_type_ids = token_type_ids[keep].unsqueeze(0) if token_type_ids is not None else None
-        self.position_ids = (
-            torch.cat([torch.arange(int(n)) for n in lengths]).unsqueeze(0) + position_offset
-        ).to(input_ids.device)
-        self.first = torch.tensor(self.bounds[:-1], device=input_ids.device)
-        self.last = torch.tensor(self.bounds[1:], device=input_ids.device) - 1
-        self.segment = torch.repeat_interleave(torch.arange(len(lengths), device=input_ids.device), torch.tensor(lengths, device=input_ids.device))
+            self.bounds.append(self.bounds[-1] + n)
+        self.lengths = lengths
+        self.input_ids = torch.tensor([t for s in sequences for t in s.input_ids[skip:]], device=device).unsqueeze(0)
+        with_types = sequences[0].token_type_ids is not None
+        self.token_type_ids = (
+            torch.tensor([t for s in sequences for t in s.token_type_ids[skip:]], device=device).unsqueeze(0)  # type: ignore[index]
+            if with_types else None
+        )
+        start = position_offset + skip
+        self.position_ids = torch.cat([torch.arange(start, start + n) for n in lengths]).unsqueeze(0).to(device)
+        self.first = torch.tensor(self.bounds[:-1], device=device)
+        self.last = torch.tensor(self.bounds[1:], device=device) - 1
 
     def model_kwargs(self) -> dict[str, Any]:
-        kwargs = {"input_ids": self.input_ids, "position_ids": self.position_ids, BOUNDARIES_KWARG: self.bounds}
+        kwargs = {"input_ids": self.input_ids, "position_ids": self.position_ids}
         if self.token_type_ids is not None:
             kwargs["token_type_ids"] = self.token_type_ids
         return kwargs
+
+    def unpacked(self, hidden: Any) -> tuple[Any, Any]:
+        """(rows, longest, dim) right-padded hidden states and their mask, from packed (tokens, dim)."""
+        rows, width = len(self.lengths), max(self.lengths)
+        mask = torch.arange(width, device=hidden.device).unsqueeze(0) < torch.tensor(self.lengths, device=hidden.device).unsqueeze(1)
+        padded = hidden.new_zeros(rows, width, hidden.shape[-1])
+        padded[mask] = hidden
+        return padded, mask.long()
+
+
+def _position_offset(model: Any) -> int:
+    return int(model.config.pad_token_id) + 1 if model.config.model_type in _OFFSET_POSITIONS else 0
 
 
 class PackedPairClassifierScore(nn.Module):
@@ -170,20 +198,19 @@ class PackedPairClassifierScore(nn.Module):
         super().__init__()
         self.model = model
         self.num_labels = num_labels
-        model_type = model.config.model_type
-        self.offset = int(model.config.pad_token_id) + 1 if model_type in _OFFSET_POSITIONS else 0
-        self.bert_pooler = model_type in _BERT_POOLER_HEADS
+        self.offset = _position_offset(model)
+        self.bert_pooler = model.config.model_type in _BERT_POOLER_HEADS
 
-    def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
-        packed = PackedInputs(input_ids, attention_mask, token_type_ids, self.offset)
-        hidden = self.model.base_model(**packed.model_kwargs()).last_hidden_state[0]
+    def forward(self, sequences: Sequence[Encoded]) -> Any:
+        packed = PackedInputs(sequences, self.offset, self.model.device)
+        with packing(packed.bounds):
+            hidden = self.model.base_model(**packed.model_kwargs()).last_hidden_state[0]
         first = hidden[packed.first].unsqueeze(1)  # (sequences, 1, hidden): what the heads index [:, 0]
         if self.bert_pooler:
             logits = self.model.classifier(self.model.base_model.pooler(first))
         else:
             logits = self.model.classifier(first)
-        logits = logits.float()
-        return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        return pair_score(logits, self.num_labels)
 
 
 class PackedLastTokenYesNo(nn.Module):
@@ -194,62 +221,56 @@ class PackedLastTokenYesNo(nn.Module):
         self.base = base
         self.register_buffer("head_row", head_row.float().reshape(-1), persistent=False)
 
-    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        shared = shared_prefix_length(input_ids, attention_mask) if input_ids.shape[0] > 1 else 0
+    def forward(self, sequences: Sequence[Encoded]) -> Any:
+        device = self.head_row.device
+        shared = shared_prefix_length(sequences) if len(sequences) > 1 else 0
         if shared < MIN_SHARED_PREFIX:
-            packed = PackedInputs(input_ids, attention_mask, None, 0)
-            hidden = self.base(**packed.model_kwargs(), use_cache=False).last_hidden_state[0]
+            packed = PackedInputs(sequences, 0, device)
+            with packing(packed.bounds):
+                hidden = self.base(**packed.model_kwargs(), use_cache=False).last_hidden_state[0]
             return hidden[packed.last].float() @ self.head_row
         # The prompt, instruction and query are the same for every document of a request: their
         # keys and values are computed once and every document attends to them.
         prefix = SharedPrefix()
-        row0 = input_ids[0, input_ids.shape[1] - int(attention_mask[0].sum()) :][:shared]
-        self.base(input_ids=row0.unsqueeze(0), position_ids=torch.arange(shared).unsqueeze(0),
-                  use_cache=False, **{BOUNDARIES_KWARG: [0, shared], PREFIX_KWARG: prefix})
+        head_ids = torch.tensor(sequences[0].input_ids[:shared], device=device).unsqueeze(0)
+        with packing([0, shared], prefix):
+            self.base(input_ids=head_ids, position_ids=torch.arange(shared, device=device).unsqueeze(0), use_cache=False)
         prefix.recording = False
-        rest = PackedInputs(input_ids, attention_mask, None, 0, skip=shared)
-        hidden = self.base(**rest.model_kwargs(), use_cache=False, **{PREFIX_KWARG: prefix}).last_hidden_state[0]
+        rest = PackedInputs(sequences, 0, device, skip=shared)
+        with packing(rest.bounds, prefix):
+            hidden = self.base(**rest.model_kwargs(), use_cache=False).last_hidden_state[0]
         return hidden[rest.last].float() @ self.head_row
 
 
 class PackedPooledEmbedding(nn.Module):
-    """:class:`~rerankd.backends.torch_modules.PooledEmbedding` on packed sequences."""
+    """:class:`~rerankd.backends.torch_modules.PooledEmbeddingModule` on packed sequences."""
 
     def __init__(self, model: Any, pooling: str, normalize: bool) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
         self.normalize = normalize
-        model_type = model.config.model_type
-        self.offset = int(model.config.pad_token_id) + 1 if model_type in _OFFSET_POSITIONS else 0
+        self.offset = _position_offset(model)
 
-    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        packed = PackedInputs(input_ids, attention_mask, None, self.offset)
-        hidden = self.model(**packed.model_kwargs()).last_hidden_state[0].float()
-        rows = len(packed.bounds) - 1
-        if self.pooling == "cls":
-            pooled = hidden[packed.first]
-        elif self.pooling == "lasttoken":
-            pooled = hidden[packed.last]
-        elif self.pooling == "max":
-            pooled = torch.full((rows, hidden.shape[1]), float("-inf")).index_reduce_(0, packed.segment, hidden, "amax")
-        else:
-            summed = torch.zeros(rows, hidden.shape[1]).index_add_(0, packed.segment, hidden)
-            counts = torch.tensor([b - a for a, b in zip(packed.bounds[:-1], packed.bounds[1:])], dtype=hidden.dtype).unsqueeze(1)
-            pooled = summed / (counts.sqrt() if self.pooling == "mean_sqrt_len" else counts)
-        return nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+    def forward(self, sequences: Sequence[Encoded]) -> Any:
+        packed = PackedInputs(sequences, self.offset, self.model.device)
+        with packing(packed.bounds):
+            hidden = self.model(**packed.model_kwargs()).last_hidden_state[0]
+        padded, mask = packed.unpacked(hidden)
+        return pool(padded, mask, self.pooling, self.normalize)
+
+
+#: head kind → (the transformers model inside the padded module, its packed twin).
+PACKED_MODULES: dict[str, Callable[[Any], tuple[Any, nn.Module]]] = {
+    "pair-logit": lambda padded: (padded.model, PackedPairClassifierScore(padded.model, padded.num_labels)),
+    "yes-no-row": lambda padded: (padded.base, PackedLastTokenYesNo(padded.base, padded.head_row)),
+    "pooled-embedding": lambda padded: (padded.model, PackedPooledEmbedding(padded.model, padded.pooling, padded.normalize)),
+}
 
 
 def packed_module(family: Family, padded: Any) -> Any:
     """The packed twin of a padded module built by ``build_module`` (same weights, no copy)."""
     _register()
-    if isinstance(family, CrossEncoderFamily):
-        model, module = padded.model, PackedPairClassifierScore(padded.model, family.num_labels)
-    elif isinstance(family, LlmYesNoFamily):
-        model, module = padded.base, PackedLastTokenYesNo(padded.base, padded.head_row)
-    elif isinstance(family, BiEncoderFamily):
-        model, module = padded.model, PackedPooledEmbedding(padded.model, padded.pooling, padded.normalize)
-    else:
-        raise ValueError(f"no packed module for {family.kind}")
+    model, module = PACKED_MODULES[family.head.kind](padded)
     model.config._attn_implementation = ATTENTION_NAME
     return module.eval()

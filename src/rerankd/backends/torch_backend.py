@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from rerankd._optional import require
-from rerankd.batching import PaddedBatch
+from rerankd.batching import pad_batch
 from rerankd.device import default_dtype, normalize_dtype, resolve_device, torch_dtype
-from rerankd.families import Family
+from rerankd.families import Encoded, Family
 
 
 class TorchBackend:
-    """Runs a family's torch module on one device.
+    """Runs a family's torch module on one device: packed on CPU where the architecture allows, else padded.
 
     Example:
         >>> backend = TorchBackend(family, device="cpu", dtype="bf16")   # doctest: +SKIP
-        >>> backend.run(pad_batch(sequences, family.pad_token_id))       # doctest: +SKIP
+        >>> backend.forward(prepared.sequences)                          # doctest: +SKIP
     """
 
     name = "torch"
@@ -42,9 +42,16 @@ class TorchBackend:
         # onednn=False keeps plain nn.Linear layers, to compare.
         self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
 
-    def run(self, batch: PaddedBatch) -> np.ndarray:
+    @property
+    def pads(self) -> bool:
+        return not self.packed
+
+    def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
+            if self.packed:
+                return self.module(sequences).float().cpu().numpy()
+            batch = pad_batch(sequences, self.family.padding)
             inputs: dict[str, Any] = {
                 "input_ids": torch.from_numpy(batch.input_ids).to(self.device),
                 "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device),

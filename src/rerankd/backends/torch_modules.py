@@ -1,24 +1,61 @@
-"""torch modules that map a padded batch to one output per row, one per family.
+"""torch modules that map a padded batch to one output per row, built from the head the family declares.
 
-They are shared by the torch backend and the ONNX exporter, so both compute the same graph.
+They are shared by the torch backend and the ONNX exporter, so both compute the same graph. The
+packed modules (:mod:`rerankd.backends.packed`) reuse the two head pieces defined here —
+:func:`pair_score` and :func:`pool` — so each exists once for torch.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rerankd._optional import require
 from rerankd.errors import ModelError
-from rerankd.families import BiEncoderFamily, CrossEncoderFamily, Family, LlmYesNoFamily
+from rerankd.families import Family
+from rerankd.families.heads import PairLogit, PooledEmbedding, YesNoRow
 
 torch = require("torch")
 nn = torch.nn
 
 
+# -- the head pieces, one implementation each ---------------------------------------------------------
+
+
+def pair_score(logits: Any, num_labels: int) -> Any:
+    """A classifier's relevance: the logit (1 label) or positive-vs-negative log-odds (2 labels), fp32."""
+    logits = logits.float()
+    return logits[:, 0] if num_labels == 1 or logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+
+
+def pool(hidden: Any, attention_mask: Any, mode: str, normalize: bool) -> Any:
+    """sentence-transformers pooling (cls / mean / max / mean_sqrt_len / lasttoken), fp32.
+
+    ``hidden`` is (rows, tokens, dim) with ``attention_mask`` marking real tokens (right padding).
+    Written with masked tensor ops only, so the ONNX exporter can trace it.
+    """
+    hidden = hidden.float()
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "cls":
+        pooled = hidden[:, 0]
+    elif mode == "max":
+        pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    elif mode == "lasttoken":
+        last = attention_mask.sum(dim=1) - 1
+        pooled = hidden[torch.arange(hidden.shape[0]), last]
+    else:
+        summed = (hidden * mask).sum(dim=1)
+        counts = mask.sum(dim=1).clamp(min=1e-9)
+        pooled = summed / (counts.sqrt() if mode == "mean_sqrt_len" else counts)
+    return nn.functional.normalize(pooled, p=2, dim=1) if normalize else pooled
+
+
+# -- padded modules, one per head kind ----------------------------------------------------------------
+
+
 class PairClassifierScore(nn.Module):
-    """A sequence classifier's relevance logit (1 label) or positive-vs-negative log-odds (2 labels)."""
+    """A sequence classifier's :func:`pair_score` over a padded batch."""
 
     def __init__(self, model: Any, num_labels: int) -> None:
         super().__init__()
@@ -27,8 +64,7 @@ class PairClassifierScore(nn.Module):
 
     def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits.float()
-        return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        return pair_score(self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits, self.num_labels)
 
 
 class LastTokenYesNo(nn.Module):
@@ -44,8 +80,8 @@ class LastTokenYesNo(nn.Module):
         return hidden[:, -1, :].float() @ self.head_row
 
 
-class PooledEmbedding(nn.Module):
-    """sentence-transformers pooling (cls / mean / max / mean_sqrt_len / lasttoken), optionally normalized."""
+class PooledEmbeddingModule(nn.Module):
+    """:func:`pool` over a padded batch."""
 
     def __init__(self, model: Any, pooling: str, normalize: bool) -> None:
         super().__init__()
@@ -54,58 +90,64 @@ class PooledEmbedding(nn.Module):
         self.normalize = normalize
 
     def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        elif self.pooling == "max":
-            pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
-        elif self.pooling == "lasttoken":
-            last = attention_mask.sum(dim=1) - 1
-            pooled = hidden[torch.arange(hidden.shape[0]), last]
-        else:
-            summed = (hidden * mask).sum(dim=1)
-            counts = mask.sum(dim=1).clamp(min=1e-9)
-            pooled = summed / (counts.sqrt() if self.pooling == "mean_sqrt_len" else counts)
-        return nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, self.pooling, self.normalize)
+
+
+def _pair_logit(family: Family, head: PairLogit, path: str, common: dict[str, Any]) -> nn.Module:
+    transformers = require("transformers")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(path, **common)
+    return PairClassifierScore(model, head.num_labels)
+
+
+def _yes_no_row(family: Family, head: YesNoRow, path: str, common: dict[str, Any]) -> nn.Module:
+    transformers = require("transformers")
+    base = transformers.AutoModel.from_pretrained(path, **common)
+    return LastTokenYesNo(base, yes_minus_no_row(family, head, base))
+
+
+def _pooled(family: Family, head: PooledEmbedding, path: str, common: dict[str, Any]) -> nn.Module:
+    transformers = require("transformers")
+    model = transformers.AutoModel.from_pretrained(path, **common)
+    return PooledEmbeddingModule(model, head.pooling, head.normalize)
+
+
+#: head kind → how its padded module is loaded.
+PADDED_MODULES: dict[str, Callable[..., nn.Module]] = {
+    "pair-logit": _pair_logit,
+    "yes-no-row": _yes_no_row,
+    "pooled-embedding": _pooled,
+}
 
 
 def build_module(family: Family, dtype: Any, device: str) -> nn.Module:
-    """Load the weights of ``family.model_dir`` into the module that scores for that family."""
+    """Load the weights of ``family.model_dir`` into the padded module for the family's head."""
     transformers = require("transformers")
     transformers.utils.logging.disable_progress_bar()  # a server's log is no place for load bars
+    head = family.head
+    builder = PADDED_MODULES.get(head.kind)
+    if builder is None:
+        raise ModelError(f"the torch backend has no module for a {head.kind!r} head")
     # No attn_implementation: transformers picks SDPA where the architecture has it (DeBERTa-v2 does not).
-    common = {"dtype": dtype}
-    path = str(family.model_dir)
+    from rerankd.compat import dtype_kwarg
+
     try:
-        if isinstance(family, CrossEncoderFamily):
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(path, **common)
-            module: nn.Module = PairClassifierScore(model, family.num_labels)
-        elif isinstance(family, LlmYesNoFamily):
-            base = transformers.AutoModel.from_pretrained(path, **common)
-            module = LastTokenYesNo(base, yes_minus_no_row(family, base))
-        elif isinstance(family, BiEncoderFamily):
-            model = transformers.AutoModel.from_pretrained(path, **common)
-            module = PooledEmbedding(model, family.pooling, family.normalize_embeddings)
-        else:
-            raise ModelError(f"no torch module for family {family.kind}")
+        module = builder(family, head, str(family.model_dir), dtype_kwarg(dtype))
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"could not load the weights of {path}: {exc}") from exc
+        raise ModelError(f"could not load the weights of {family.model_dir}: {exc}") from exc
     return module.to(device).eval()
 
 
-def yes_minus_no_row(family: LlmYesNoFamily, base: Any) -> Any:
+def yes_minus_no_row(family: Family, head: YesNoRow, base: Any) -> Any:
     """w_yes − w_no from the LM head (or the converted 1-label classifier's score row)."""
-    config = family.config
-    archs = [str(a) for a in config.get("architectures") or []]
-    if any(a.endswith("ForSequenceClassification") for a in archs):
+    if head.row_source == "score":
         score = read_tensor(family.model_dir, "score.weight")
         return score[0] if score.shape[0] == 1 else score[1] - score[0]
-    if config.get("tie_word_embeddings", False):
+    if family.config.get("tie_word_embeddings", False):
         weight = base.get_input_embeddings().weight
-        return (weight[family.yes_id] - weight[family.no_id]).detach().float()
-    head = read_tensor(family.model_dir, "lm_head.weight", rows=(family.yes_id, family.no_id))
-    return head[0] - head[1]
+        return (weight[head.yes_id] - weight[head.no_id]).detach().float()
+    rows = read_tensor(family.model_dir, "lm_head.weight", rows=(head.yes_id, head.no_id))
+    return rows[0] - rows[1]
 
 
 def read_tensor(model_dir: Path, name: str, rows: tuple[int, ...] | None = None) -> Any:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace, settings: Any) -> list[dict[str, Any]]:
     """Teacher vs student on the dev split (first-stage top-N), written to OUT/comparison.{json,md}."""
-    from rerankd.training.compare import compare, markdown_table
+    from rerankd.training.compare import compare_models, models_table
     from rerankd.training.data import ranked_ids
     from rerankd.training.finetune import prepare_data
 
@@ -78,10 +78,10 @@ def _compare(args: argparse.Namespace, settings: Any) -> list[dict[str, Any]]:
     data.eval_depth = max(data.eval_depth, args.compare_depth)
     prepared = prepare_data(data, settings.train.seed)
     candidates = {q: ranked_ids(prepared.run, q, args.compare_depth) for q in prepared.split.dev}
-    rows = compare({"teacher": args.teacher, "student": args.out}, prepared.texts, prepared.qrels, candidates,
+    rows = compare_models({"teacher": args.teacher, "student": args.out}, prepared.texts, prepared.qrels, candidates,
                    progress=not args.no_progress)
     out = Path(args.out)
     (out / "comparison.json").write_text(json.dumps([r.as_dict() for r in rows], indent=2), encoding="utf-8")
-    (out / "comparison.md").write_text(markdown_table(rows) + "\n", encoding="utf-8")
-    print(markdown_table(rows), file=sys.stderr)
+    (out / "comparison.md").write_text(models_table(rows) + "\n", encoding="utf-8")
+    print(models_table(rows), file=sys.stderr)
     return [r.as_dict() for r in rows]

@@ -72,7 +72,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         raise InputError(str(exc)) from exc
 
 
-def load_engines(args: argparse.Namespace, max_documents: int) -> dict[str, Any]:
+def load_engines(args: argparse.Namespace) -> dict[str, Any]:
     """Served name → loaded reranker, in the order given (fails fast, before the port opens)."""
     engines: dict[str, Any] = {}
     for spec in args.model or [None]:
@@ -81,8 +81,6 @@ def load_engines(args: argparse.Namespace, max_documents: int) -> dict[str, Any]
         name = name or reranker.name
         if name in engines:
             raise InputError(f"two models are served as {name!r}; give them distinct names with NAME=MODEL")
-        # The server's own --max-documents is the cap clients see; the engine must not be stricter.
-        reranker.max_documents = max(reranker.max_documents, max_documents)
         engines[name] = reranker
         logging.getLogger("rerankd.server").info("loaded %s as %r: %s", model or "the bundled model", name,
                                                  reranker.describe())
@@ -97,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(message)s")
-    engines = load_engines(args, settings.max_documents)
+    engines = load_engines(args)
     app = create_app(engines, settings)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish in-flight requests,
     # then the app's lifespan lets the inference workers drain. Afterwards uvicorn re-raises the signal

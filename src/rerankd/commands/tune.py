@@ -23,12 +23,12 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rerankd.cli import print_json
     from rerankd.errors import InputError
-    from rerankd.tuning import CANDIDATES, AccuracyBound, Candidate, tune
+    from rerankd.tuning import CANDIDATES, AccuracyBound, BackendChoice, tune
 
     candidates = CANDIDATES
     if args.candidates:
         try:
-            candidates = tuple(Candidate(*item.strip().split(":")) for item in args.candidates.split(",") if item.strip())
+            candidates = tuple(BackendChoice(*item.strip().split(":")) for item in args.candidates.split(",") if item.strip())
         except TypeError as exc:
             raise InputError(f"--candidates {args.candidates!r} must be backend:dtype pairs, e.g. onnx:int8,torch:bf16") from exc
     if args.docs < 2:

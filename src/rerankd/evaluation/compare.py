@@ -20,7 +20,8 @@ from typing import Any, Sequence
 from rerankd.errors import InputError
 from rerankd.evaluation.datasets import BeirDataset, Run
 from rerankd.evaluation.metrics import DEFAULT_METRICS, EvalResult, evaluate
-from rerankd.evaluation.rerank_run import DEFAULT_CHUNK_PAIRS, candidate_lists, rerank, reranker_settings
+from rerankd.evaluation.rerank_run import DEFAULT_CHUNK_PAIRS, candidate_lists, rerank
+from rerankd.score_cache import score_settings
 from rerankd.evaluation.stats import PairedTest, paired_test
 
 _CANDIDATE_KEYS = ("name", "model", "backend", "dtype", "label", "max_length", "device")
@@ -148,7 +149,7 @@ def evaluate_candidates(
                          evaluate(data.qrels, first_cut, metrics))
     loaded = list(rerankers) if rerankers is not None else []
     loaded += [candidate.load(batch_tokens) for candidate in candidates[len(loaded):]]
-    settings = [reranker_settings(reranker, instruction=instruction) for reranker in loaded]
+    settings = [score_settings(reranker, instruction=instruction) for reranker in loaded]
     labels = [c.title_for(s["dtype"]) for c, s in zip(candidates, settings)]
     if len(set(labels)) != len(labels):
         raise InputError(f"two candidates share a label ({labels}); give each a distinct label=...")

@@ -27,7 +27,7 @@ def corpus_fingerprint(corpus: dict[str, Doc], *settings: Any) -> str:
 
 def embed_texts(reranker: Any, texts: list[str], max_tokens: int | None = None, progress: bool = False) -> np.ndarray:
     """Unit-length float32 embeddings of ``texts`` with a bi-encoder :class:`~rerankd.engine.Reranker`."""
-    vectors = reranker.run_sequences(reranker.family.encode_texts(texts, max_tokens), progress=progress)
+    vectors = reranker.pipeline.execute(reranker.family.encode_texts(texts, max_tokens), progress=progress)
     return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 

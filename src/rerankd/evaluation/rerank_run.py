@@ -7,8 +7,9 @@ every finished chunk, and a torn last line is dropped on the next start. Because
 same on every start, a resumed run scores exactly the batches an uninterrupted run would, so the
 two produce the same run file.
 
-The cache's first line records the model, backend, precision, max length, instruction and a hash
-of the queries and documents; a cache written with other settings is refused, never mixed in.
+The cache (:class:`rerankd.score_cache.ScoreCache`) records the model's fingerprint, the instruction
+and a hash of the queries and documents; a cache written with other settings is refused, naming the
+field, never mixed in.
 
 Example:
     >>> reranker = Reranker.from_pretrained("cross-encoder/ms-marco-MiniLM-L-6-v2")     # doctest: +SKIP
@@ -20,8 +21,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,8 @@ from rerankd.errors import InputError
 from rerankd.evaluation.datasets import Doc, Run
 from rerankd.evaluation.first_stage import corpus_fingerprint, embed_texts
 from rerankd.evaluation.metrics import ranking
+from rerankd.score_cache import ScoreCache, score_settings
 
-CACHE_FORMAT = 1
 DEFAULT_CHUNK_PAIRS = 1024
 
 
@@ -53,20 +52,6 @@ class RerankOutcome:
         return self.pairs_scored / self.seconds if self.pairs_scored and self.seconds > 0 else None
 
 
-def reranker_settings(reranker: Any, *, instruction: str | None = None, max_doc_tokens: int | None = None) -> dict[str, Any]:
-    """What determines a reranker's scores: recorded in the cache header and in reports."""
-    backend = reranker.backend.describe()
-    return {
-        "model": reranker.name,
-        "kind": reranker.family.kind,
-        "backend": backend.get("backend", getattr(reranker.backend, "name", "")),
-        "dtype": str(backend.get("dtype")),
-        "max_length": reranker.family.max_length,
-        "instruction": instruction,
-        "max_doc_tokens": max_doc_tokens,
-    }
-
-
 def data_fingerprint(queries: Mapping[str, str], corpus: Mapping[str, Doc]) -> str:
     """A hash of the query texts and the documents, so a cache is never reused on other data."""
     digest = hashlib.sha256(corpus_fingerprint(dict(corpus)).encode())
@@ -75,84 +60,6 @@ def data_fingerprint(queries: Mapping[str, str], corpus: Mapping[str, Doc]) -> s
             digest.update(len(part).to_bytes(8, "little"))
             digest.update(part.encode("utf-8"))
     return digest.hexdigest()[:24]
-
-
-class ScoreCache:
-    """Append-only JSONL of reranker scores: a header line, then one ``{"scores": {qid: {docid: score}}}`` per chunk.
-
-    JSON floats round-trip exactly, so cached scores equal freshly computed ones bit for bit.
-    """
-
-    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self.header = {"rerankd_score_cache": CACHE_FORMAT, **header}
-        self.scores: Run = {}
-        if not (self.path.exists() and self._load()):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(self.header, sort_keys=True) + "\n")
-                _sync(fh)
-
-    def _load(self) -> bool:
-        """Read the finished chunks; False when not even the header was written (start afresh)."""
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        good_end = 0
-        for number, line in enumerate(lines, start=1):
-            complete = number < len(lines)  # the piece after the last newline is unfinished
-            if not line.strip():
-                good_end += len(line) + (1 if complete else 0)
-                continue
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                if number >= len(lines) - 1:
-                    break  # torn last line from a killed run: drop it, the chunk is rescored
-                raise InputError(f"{self.path}:{number}: not valid JSON ({exc}); delete the file to start over") from exc
-            if not complete:
-                break  # a last line without its newline was never fully flushed
-            if number == 1:
-                self._check_header(row)
-            else:
-                scores = row.get("scores") if isinstance(row, dict) else None
-                if not isinstance(scores, dict):
-                    raise InputError(f"{self.path}:{number}: missing field 'scores'; delete the file to start over")
-                for qid, docs in scores.items():
-                    self.scores.setdefault(qid, {}).update({d: float(s) for d, s in docs.items()})
-            good_end += len(line) + 1
-        if not any(line.strip() for line in data[:good_end].split(b"\n")):
-            return False
-        if good_end < len(data):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good_end)
-        return True
-
-    def _check_header(self, row: Any) -> None:
-        if not isinstance(row, dict) or row.get("rerankd_score_cache") != CACHE_FORMAT:
-            raise InputError(f"{self.path}:1: not a rerankd score cache (format {CACHE_FORMAT}); use another path")
-        for key, want in self.header.items():
-            if row.get(key) != want:
-                raise InputError(
-                    f"{self.path} holds scores for {key}={row.get(key)!r} but this run has {key}={want!r}; "
-                    "use another output folder or delete the file to rescore"
-                )
-
-    def has(self, qid: str, docids: list[str]) -> bool:
-        cached = self.scores.get(qid)
-        return cached is not None and all(d in cached for d in docids)
-
-    def add(self, chunk: Run) -> None:
-        """Append one finished chunk and make it durable before returning."""
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"scores": chunk}) + "\n")
-            _sync(fh)
-        for qid, docs in chunk.items():
-            self.scores.setdefault(qid, {}).update(docs)
-
-
-def _sync(fh: Any) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
 
 
 def candidate_lists(candidates: Run, depth: int | None) -> dict[str, list[str]]:
@@ -204,7 +111,7 @@ def rerank(
             raise InputError(f"the candidates of query {qid!r} name document {missing[0]!r}, which is not in the corpus")
     cache = None
     if cache_path is not None:
-        header = {**reranker_settings(reranker, instruction=instruction, max_doc_tokens=max_doc_tokens),
+        header = {**score_settings(reranker, instruction=instruction, max_doc_tokens=max_doc_tokens),
                   "data": data_fingerprint({q: queries[q] for q in lists}, corpus)}
         cache = ScoreCache(cache_path, header)
     qids = sorted(lists)

@@ -1,9 +1,10 @@
 """What every model family shares: how a request becomes token sequences, and how outputs become scores.
 
-A family is torch-free: it owns the tokenizer and the prompt format. A backend (torch, ONNX) turns a
-padded batch of sequences into one output per sequence: a scalar for pair scorers, a vector for
-bi-encoders. :meth:`Family.prepare` returns a :class:`PreparedRequest` whose ``finish`` turns those
-outputs back into one raw score per document.
+A family is torch-free: it owns the tokenizer, the prompt format, the modalities it reads and the
+head its model ends in (:mod:`rerankd.families.heads`). A backend (torch, ONNX) turns a batch of
+sequences into one output per sequence, following the declared head: a scalar for pair scorers, a
+vector for bi-encoders. :meth:`Family.prepare` returns a :class:`PreparedRequest` whose ``finish``
+turns those outputs back into one raw score per document.
 """
 
 from __future__ import annotations
@@ -12,25 +13,49 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from rerankd.documents import Document
 from rerankd.errors import InputTooLargeError, ModelError
+from rerankd.families.heads import Head
 
 FamilyKind = Literal["cross-encoder", "llm-yes-no", "bi-encoder"]
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """One token sequence ready for a backend."""
+    """One token sequence ready for a backend.
+
+    Attributes:
+        extras: per-sequence inputs beyond the tokens (e.g. pixel values, image grids, 3-row
+            position ids of a vision-language model); a backend that needs them collates them.
+        cost: what the sequence costs the batch planner, when that is more than its tokens (image
+            tokens run a vision tower too); ``None`` means ``len(input_ids)``.
+    """
 
     input_ids: tuple[int, ...]
     token_type_ids: tuple[int, ...] | None = None
     truncated: bool = False
+    extras: Mapping[str, Any] | None = None
+    cost: int | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def planned_cost(self) -> int:
+        return self.cost if self.cost is not None else len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class Padding:
+    """How a padded backend lays a batch out: pad id, side, and whether segment ids are fed."""
+
+    pad_id: int
+    side: Literal["left", "right"]
+    token_type_ids: bool
 
 
 @dataclass(frozen=True)
@@ -104,10 +129,10 @@ class Family(ABC):
     """A reranker family: tokenization, prompt and score semantics, independent of the backend."""
 
     kind: FamilyKind
-    #: "scalar": one float per sequence; "vector": one embedding per sequence.
-    output: Literal["scalar", "vector"] = "scalar"
     padding_side: Literal["left", "right"] = "right"
     activation: str = "sigmoid"
+    #: The parts of a document this family reads (see :mod:`rerankd.documents`).
+    modalities: frozenset[str] = frozenset({"text"})
 
     def __init__(self, model_dir: Path, config: dict[str, Any], tokenizer: Any, max_length: int) -> None:
         self.model_dir = model_dir
@@ -117,8 +142,26 @@ class Family(ABC):
         self.pad_token_id = self._pad_id()
 
     @property
+    @abstractmethod
+    def head(self) -> Head:
+        """What the model ends in; every backend builds its graph from this."""
+
+    @property
+    def output(self) -> Literal["scalar", "vector"]:
+        """``scalar``: one float per sequence; ``vector``: one embedding per sequence."""
+        return self.head.output
+
+    @property
     def uses_token_type_ids(self) -> bool:
         return False
+
+    @property
+    def padding(self) -> Padding:
+        return Padding(self.pad_token_id, self.padding_side, self.uses_token_type_ids)
+
+    def settings(self) -> dict[str, Any]:
+        """Every family setting that changes a score (part of the model fingerprint)."""
+        return {"max_length": self.max_length, "activation": self.activation}
 
     def _pad_id(self) -> int:
         padding = self.tokenizer.padding
@@ -136,20 +179,23 @@ class Family(ABC):
     @abstractmethod
     def prepare(
         self,
-        query: str,
-        documents: Sequence[str],
+        query: Document,
+        documents: Sequence[Document],
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
     ) -> PreparedRequest:
-        """Tokenize one request into sequences (documents are truncated, the query is kept)."""
+        """Tokenize one validated request into sequences (documents are truncated, the query is kept).
+
+        The documents hold only the modalities in :attr:`modalities` (the pipeline checked).
+        """
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         """The model's activation: raw scores → normalized relevance scores."""
         return ACTIVATIONS[self.activation](raw)
 
     def describe(self) -> dict[str, Any]:
-        return {"family": self.kind, "max_length": self.max_length, "activation": self.activation}
+        return {"family": self.kind, "head": self.head.kind, "modalities": sorted(self.modalities), **self.settings()}
 
     # -- helpers shared by the families -------------------------------------------------------------
 
@@ -196,4 +242,4 @@ def positive_int(value: Any, default: int) -> int:
     return v if 0 < v < 10**7 else default
 
 
-__all__ = ["Encoded", "PreparedRequest", "Family", "FamilyKind", "load_tokenizer", "read_json", "sigmoid"]
+__all__ = ["Encoded", "Padding", "PreparedRequest", "Family", "FamilyKind", "load_tokenizer", "read_json", "sigmoid"]

@@ -11,8 +11,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rerankd.documents import Document
 from rerankd.errors import UnsupportedModelError
 from rerankd.families.base import Encoded, Family, PreparedRequest, read_json
+from rerankd.families.heads import PooledEmbedding
 
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len", "lasttoken")
 
@@ -54,7 +56,6 @@ def pooling_mode(model_dir: Path) -> str:
 
 class BiEncoderFamily(Family):
     kind = "bi-encoder"
-    output = "vector"
     padding_side = "right"
     activation = "identity"
 
@@ -63,6 +64,10 @@ class BiEncoderFamily(Family):
         self.pooling = pooling_mode(model_dir)
         self.normalize_embeddings = any(str(m.get("type", "")).endswith("Normalize") for m in read_modules(model_dir))
         self._n_special = tokenizer.num_special_tokens_to_add(is_pair=False)
+
+    @property
+    def head(self) -> PooledEmbedding:
+        return PooledEmbedding(self.pooling, self.normalize_embeddings)
 
     def encode_texts(self, texts: Sequence[str], max_tokens: int | None = None) -> list[Encoded]:
         """Tokenize texts for embedding, each truncated to the model's max length (or ``max_tokens``)."""
@@ -73,17 +78,17 @@ class BiEncoderFamily(Family):
 
     def prepare(
         self,
-        query: str,
-        documents: Sequence[str],
+        query: Document,
+        documents: Sequence[Document],
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
     ) -> PreparedRequest:
-        sequences = self.encode_texts([query]) + self.encode_texts(documents, max_doc_tokens)
+        sequences = self.encode_texts([query.as_text()]) + self.encode_texts([d.as_text() for d in documents], max_doc_tokens)
         return PreparedRequest(sequences, list(range(1, len(sequences))), cosine_to_first)
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "pooling": self.pooling}
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "pooling": self.pooling, "normalize": self.normalize_embeddings}
 
 
 def cosine_to_first(outputs: np.ndarray) -> np.ndarray:

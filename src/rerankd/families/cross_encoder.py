@@ -12,8 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rerankd.documents import Document
 from rerankd.errors import UnsupportedModelError
 from rerankd.families.base import Family, PreparedRequest, read_json
+from rerankd.families.heads import PairLogit
 
 # Class paths sentence-transformers writes for the activation, mapped to rerankd's names.
 _ACTIVATION_NAMES = {
@@ -62,29 +64,33 @@ class CrossEncoderFamily(Family):
         self._type_ids = int(config.get("type_vocab_size", 0) or 0) > 1
 
     @property
+    def head(self) -> PairLogit:
+        return PairLogit(self.num_labels)
+
+    @property
     def uses_token_type_ids(self) -> bool:
         return self._type_ids
 
     def prepare(
         self,
-        query: str,
-        documents: Sequence[str],
+        query: Document,
+        documents: Sequence[Document],
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
     ) -> PreparedRequest:
-        q = self.tokenizer.encode(query, add_special_tokens=False)
+        q = self.tokenizer.encode(query.as_text(), add_special_tokens=False)
         budget = self.max_length - self._n_special - len(q.ids)
         if budget < 1:
             raise self._too_long("query", len(q.ids), self.max_length - self._n_special - 1)
         if max_doc_tokens is not None:
             budget = min(budget, max_doc_tokens)
-        sequences = self._encode_with_specials(documents, budget, first=q, type_ids=self._type_ids)
-        return PreparedRequest(sequences, list(range(len(sequences))), _scalar_outputs)
+        sequences = self._encode_with_specials([d.as_text() for d in documents], budget, first=q, type_ids=self._type_ids)
+        return PreparedRequest(sequences, list(range(len(sequences))), scalar_outputs)
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "labels": self.num_labels}
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "labels": self.num_labels}
 
 
-def _scalar_outputs(outputs: np.ndarray) -> np.ndarray:
+def scalar_outputs(outputs: np.ndarray) -> np.ndarray:
     return np.asarray(outputs, dtype=np.float64).reshape(-1)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from rerankd.documents import Document
 from rerankd.errors import UnsupportedModelError
 from rerankd.families.base import Encoded, Family, PreparedRequest
-from rerankd.families.cross_encoder import _scalar_outputs
+from rerankd.families.cross_encoder import scalar_outputs
+from rerankd.families.heads import YesNoRow
 
 SYSTEM_PROMPT = (
     'Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
@@ -46,30 +48,38 @@ class LlmYesNoFamily(Family):
         self.suffix_ids = tuple(tokenizer.encode(SUFFIX, add_special_tokens=False).ids)
         self.default_instruction = DEFAULT_INSTRUCTION
 
+    @property
+    def head(self) -> YesNoRow:
+        archs = [str(a) for a in self.config.get("architectures") or []]
+        converted = any(a.endswith("ForSequenceClassification") for a in archs)
+        return YesNoRow(self.yes_id, self.no_id, row_source="score" if converted else "lm_head")
+
     def prepare(
         self,
-        query: str,
-        documents: Sequence[str],
+        query: Document,
+        documents: Sequence[Document],
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
     ) -> PreparedRequest:
         instruction = instruction or self.default_instruction
+        query_text = query.as_text()
+        texts = [d.as_text() for d in documents]
         budget = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
-        head = self.tokenizer.encode(format_body(instruction, query, ""), add_special_tokens=False)
+        head = self.tokenizer.encode(format_body(instruction, query_text, ""), add_special_tokens=False)
         if len(head.ids) >= budget:
             raise self._too_long("instruction and query", len(head.ids), budget - 1)
-        cut = [False] * len(documents)
+        cut = [False] * len(texts)
         if max_doc_tokens is not None:
             # The document's own tokens are cut first, then the body is tokenized whole for exactness.
-            documents, cut = self._cut_documents(documents, max_doc_tokens)
-        bodies = self._encode_plain([format_body(instruction, query, d) for d in documents])
+            texts, cut = self._cut_documents(texts, max_doc_tokens)
+        bodies = self._encode_plain([format_body(instruction, query_text, d) for d in texts])
         sequences = []
         for body, was_cut in zip(bodies, cut):
             ids = body.ids
             truncated = was_cut or len(ids) > budget
             sequences.append(Encoded(self.prefix_ids + tuple(ids[:budget]) + self.suffix_ids, None, truncated))
-        return PreparedRequest(sequences, list(range(len(sequences))), _scalar_outputs)
+        return PreparedRequest(sequences, list(range(len(sequences))), scalar_outputs)
 
     def _cut_documents(self, documents: Sequence[str], max_tokens: int) -> tuple[list[str], list[bool]]:
         texts, cut = [], []
@@ -79,5 +89,6 @@ class LlmYesNoFamily(Family):
             cut.append(too_long)
         return texts, cut
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "yes_token_id": self.yes_id, "no_token_id": self.no_id}
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "default_instruction": self.default_instruction,
+                "yes_token_id": self.yes_id, "no_token_id": self.no_id}

@@ -161,7 +161,7 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
     async def rerank(request: Request, body: Annotated[RerankBody, Body()]) -> Response:
         ctx: RequestContext = request.state.ctx
         ctx.tei = isinstance(body, TeiRerankRequest)
-        params = body.to_params(settings.max_documents)
+        params = body.to_params()
         ctx.model, ctx.documents = params.model or service.default_model, len(params.documents)
         name, result = await unless_disconnected(request.receive, service.rerank(params))
         ctx.model, ctx.tokens = name, result.total_tokens
@@ -180,7 +180,7 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
               responses={200: {"model": ScoreResponse}, **_ERROR_RESPONSES})
     async def score(request: Request, body: ScoreRequest) -> Response:
         ctx: RequestContext = request.state.ctx
-        params = body.to_params(settings.max_documents)
+        params = body.to_params()
         ctx.model, ctx.documents = params.model or service.default_model, len(params.pairs)
         name, values, tokens = await unless_disconnected(request.receive, service.score_pairs(params))
         ctx.model, ctx.tokens = name, tokens

@@ -15,7 +15,7 @@ class ServerMetrics:
 
     Example:
         >>> metrics = ServerMetrics()
-        >>> metrics.batch("m", rows=8, padded_tokens=1024, requests=3, seconds=0.01)
+        >>> metrics.batch("m", rows=8, tokens=1024, requests=3, seconds=0.01)
         >>> b"rerankd_batch_requests_bucket" in metrics.render()[0]
         True
     """
@@ -51,9 +51,9 @@ class ServerMetrics:
     def queue_depth(self, model: str, sequences: int) -> None:
         self.depth.labels(model).set(sequences)
 
-    def batch(self, model: str, *, rows: int, padded_tokens: int, requests: int, seconds: float) -> None:
+    def batch(self, model: str, *, rows: int, tokens: int, requests: int, seconds: float) -> None:
         self.batch_rows.labels(model).observe(rows)
-        self.batch_tokens.labels(model).observe(padded_tokens)
+        self.batch_tokens.labels(model).observe(tokens)
         self.batch_requests.labels(model).observe(requests)
         if requests > 1:
             self.merged_batches.labels(model).inc()

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from rerankd.errors import InputError, InvalidDocumentError, TooManyDocumentsError
+from rerankd.errors import InputError, InvalidDocumentError
 
 # -- internal parameters ------------------------------------------------------------------------------
 
@@ -26,8 +26,9 @@ class RerankParams:
     """One (query, documents) request in the server's own terms, whatever dialect it came in."""
 
     model: str | None
-    query: str
-    documents: list[str]
+    query: Any
+    #: one per document: its text, or the native dict form (``{"image": ...}``) of a media document.
+    documents: list[Any]
     #: what ``return_documents`` echoes back, one per document: ``{"text": ...}`` or the object as sent.
     returned: list[dict[str, Any]]
     top_n: int | None = None
@@ -50,16 +51,8 @@ class ScoreParams:
     max_doc_tokens: int | None = None
 
 
-def check_document_count(count: int, max_documents: int) -> None:
-    """413 before any tokenization when a request is over the server's per-request cap."""
-    if count > max_documents:
-        raise TooManyDocumentsError(
-            f"{count} documents were sent but this server takes at most {max_documents} per request "
-            "(--max-documents); split the request into several"
-        )
-
-
-def _document_text(index: int, document: str | dict[str, Any], rank_fields: list[str] | None) -> str:
+def _document_of(index: int, document: str | dict[str, Any], rank_fields: list[str] | None) -> Any:
+    """A request document as the pipeline takes it: text, or the dict form of a media document."""
     if isinstance(document, str):
         return document
     if rank_fields:
@@ -68,13 +61,16 @@ def _document_text(index: int, document: str | dict[str, Any], rank_fields: list
         if missing:
             raise InvalidDocumentError(f"document {index} has no field {missing[0]!r} named in rank_fields")
         return "\n".join(f"{field}: {document[field]}" for field in rank_fields)
+    media = {k: document[k] for k in ("image", "video") if document.get(k) is not None}
     text = document.get("text")
+    if media:  # Jina's {"image": ...}; the pipeline refuses it for models that read text only
+        return {**media, **({"text": text} if text is not None else {})}
     if isinstance(text, str):
         return text
     kinds = ", ".join(sorted(k for k in document if k != "text")) or "no fields"
     raise InvalidDocumentError(
         f'document {index} is an object without a "text" string ({kinds}); send text documents '
-        'as strings or {"text": "..."} (image and multimodal documents are not supported by text rerankers)'
+        'as strings or {"text": "..."}'
     )
 
 
@@ -85,7 +81,7 @@ class RerankRequest(BaseModel):
     """Cohere v1/v2, Jina, vLLM and Infinity rerank request.
 
     Example:
-        >>> RerankRequest(query="q", documents=["a", {"text": "b"}], top_n=1).to_params(1000).documents
+        >>> RerankRequest(query="q", documents=["a", {"text": "b"}], top_n=1).to_params().documents
         ['a', 'b']
     """
 
@@ -104,9 +100,8 @@ class RerankRequest(BaseModel):
     raw_scores: bool = Field(False, description="return the model's raw score (logit) instead of the normalized one")
     rank_fields: list[str] | None = Field(None, description="Cohere v1: which fields of object documents to rank on")
 
-    def to_params(self, max_documents: int) -> RerankParams:
-        check_document_count(len(self.documents), max_documents)
-        texts = [_document_text(i, d, self.rank_fields) for i, d in enumerate(self.documents)]
+    def to_params(self) -> RerankParams:
+        texts = [_document_of(i, d, self.rank_fields) for i, d in enumerate(self.documents)]
         returned = [d if isinstance(d, dict) else {"text": d} for d in self.documents]
         return RerankParams(
             model=self.model, query=self.query, documents=texts, returned=returned,
@@ -120,7 +115,7 @@ class TeiRerankRequest(BaseModel):
     """text-embeddings-inference rerank request (it is recognised by its ``texts`` field).
 
     Example:
-        >>> TeiRerankRequest(query="q", texts=["a"], return_text=True).to_params(1000).return_documents
+        >>> TeiRerankRequest(query="q", texts=["a"], return_text=True).to_params().return_documents
         True
     """
 
@@ -135,8 +130,7 @@ class TeiRerankRequest(BaseModel):
     truncation_direction: str = Field("right", description="only right truncation (keep the start) is supported")
     top_n: int | None = Field(None, ge=0, description="not in TEI itself: keep the best N")
 
-    def to_params(self, max_documents: int) -> RerankParams:
-        check_document_count(len(self.texts), max_documents)
+    def to_params(self) -> RerankParams:
         if self.truncation_direction.lower() != "right":
             raise InputError(
                 f"truncation_direction {self.truncation_direction!r} is not supported; rerankd keeps the start "
@@ -160,7 +154,7 @@ class ScoreRequest(BaseModel):
     One query against N documents, or N queries paired with N documents one to one.
 
     Example:
-        >>> ScoreRequest(text_1="q", text_2=["a", "b"]).to_params(1000).pairs
+        >>> ScoreRequest(text_1="q", text_2=["a", "b"]).to_params().pairs
         [('q', 'a'), ('q', 'b')]
     """
 
@@ -175,7 +169,7 @@ class ScoreRequest(BaseModel):
     instruction: str | None = None
     max_tokens_per_doc: int | None = Field(None, ge=1)
 
-    def to_params(self, max_documents: int) -> ScoreParams:
+    def to_params(self) -> ScoreParams:
         left = self.text_1 if self.text_1 is not None else self.queries
         right = self.text_2 if self.text_2 is not None else self.documents
         if left is None or right is None:
@@ -190,7 +184,6 @@ class ScoreRequest(BaseModel):
             raise InputError(
                 f"text_1 has {len(lefts)} texts and text_2 has {len(rights)}; send one text_1, or as many as text_2"
             )
-        check_document_count(len(rights), max_documents)
         return ScoreParams(model=self.model, pairs=list(zip(lefts, rights)), raw_scores=self.raw_scores,
                            instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc)
 
@@ -206,7 +199,7 @@ class ResultDocument(BaseModel):
     text: str | None = None
 
 
-class RerankResult(BaseModel):
+class RankedItem(BaseModel):
     index: int
     relevance_score: float
     #: Left out (not null) unless the request asked for documents: strict clients reject null.
@@ -236,7 +229,7 @@ class RerankResponse(BaseModel):
 
     id: str
     model: str
-    results: list[RerankResult]
+    results: list[RankedItem]
     usage: Usage
     meta: Meta
 
@@ -266,7 +259,7 @@ class ScoreResponse(BaseModel):
     usage: Usage
 
 
-class ModelCard(BaseModel):
+class ModelEntry(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -275,7 +268,7 @@ class ModelCard(BaseModel):
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[ModelCard]
+    data: list[ModelEntry]
 
 
 class ErrorDetail(BaseModel):

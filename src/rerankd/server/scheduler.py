@@ -2,9 +2,10 @@
 
 Requests are tokenized off the event loop, then :meth:`BatchScheduler.submit` puts their sequences into
 one queue per model. A single inference thread per model takes the oldest waiting sequence, plans
-length-sorted token-budget batches over the waiting window (:func:`rerankd.batching.plan_batches`, so
-pairs of different requests of similar length share a batch), runs the batch that holds the oldest
-sequence through :meth:`Reranker.forward`, and hands each request its outputs through its event loop.
+cost-sorted token-budget batches over the waiting window (:func:`rerankd.batching.plan_batches`, padding
+charged only to padded backends, so pairs of different requests of similar length share a batch),
+runs the batch that holds the oldest sequence through :meth:`rerankd.pipeline.Pipeline.forward`, and
+hands each request its outputs through its event loop.
 
 Guarantees the server relies on:
 
@@ -27,7 +28,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from rerankd.batching import plan_batches
+from rerankd.batching import batch_cost, plan_batches
 from rerankd.errors import InputTooLargeError, OverloadedError
 from rerankd.families import Encoded
 
@@ -39,9 +40,10 @@ PLAN_WINDOW_BUDGETS = 4
 
 
 class Engine(Protocol):
-    """What the scheduler needs of a :class:`rerankd.Reranker`."""
+    """What the scheduler needs of a :class:`rerankd.pipeline.Pipeline`."""
 
     batch_limits: Any
+    pads: bool
 
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray: ...
 
@@ -51,7 +53,7 @@ class BatchObserver(Protocol):
 
     def queue_depth(self, model: str, sequences: int) -> None: ...
 
-    def batch(self, model: str, *, rows: int, padded_tokens: int, requests: int, seconds: float) -> None: ...
+    def batch(self, model: str, *, rows: int, tokens: int, requests: int, seconds: float) -> None: ...
 
     def queue_wait(self, model: str, seconds: float) -> None: ...
 
@@ -120,10 +122,6 @@ class BatchScheduler:
     def start(self) -> None:
         self._thread.start()
 
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
-
     async def submit(self, sequences: Sequence[Encoded]) -> np.ndarray:
         """Queue one request's sequences and wait for their outputs (in the order given)."""
         if not sequences:
@@ -148,7 +146,7 @@ class BatchScheduler:
             now = time.monotonic()
             for position, sequence in enumerate(sequences):
                 self._pending.append(_Item(job, position, sequence, now))
-            self._queued_tokens += sum(len(s) for s in sequences)
+            self._queued_tokens += sum(s.planned_cost for s in sequences)
             self._report_depth()
             self._cond.notify()
         return await job.future
@@ -201,7 +199,7 @@ class BatchScheduler:
         kept = deque(item for item in self._pending if item.job.alive)
         dropped = len(self._pending) - len(kept)
         self._pending = kept
-        self._queued_tokens = sum(len(item.sequence) for item in kept)
+        self._queued_tokens = sum(item.sequence.planned_cost for item in kept)
         if self.observer and dropped:
             self.observer.dropped(self.name, dropped)
         self._report_depth()
@@ -214,13 +212,14 @@ class BatchScheduler:
             if window and tokens >= PLAN_WINDOW_BUDGETS * limits.max_tokens:
                 break
             window.append(item)
-            tokens += len(item.sequence)
+            tokens += item.sequence.planned_cost
         # The batch that holds the oldest sequence runs first, so requests finish roughly in arrival order.
-        batch_rows = next(rows for rows in plan_batches([len(i.sequence) for i in window], limits) if 0 in rows)
+        costs = [i.sequence.planned_cost for i in window]
+        batch_rows = next(rows for rows in plan_batches(costs, limits, padded=self.engine.pads) if 0 in rows)
         chosen = {id(window[r]) for r in batch_rows}
         items = [window[r] for r in batch_rows]
         self._pending = deque(item for item in self._pending if id(item) not in chosen)
-        self._queued_tokens -= sum(len(item.sequence) for item in items)
+        self._queued_tokens -= sum(item.sequence.planned_cost for item in items)
         self._report_depth()
         return items
 
@@ -241,8 +240,8 @@ class BatchScheduler:
                 _call_in_loop(job.loop, _fail, job.future, exc)
             return
         if self.observer:
-            width = max(len(item.sequence) for item in items)
-            self.observer.batch(self.name, rows=len(items), padded_tokens=width * len(items), requests=len(jobs),
+            charged = batch_cost([len(item.sequence) for item in items], padded=self.engine.pads)
+            self.observer.batch(self.name, rows=len(items), tokens=charged, requests=len(jobs),
                                 seconds=time.monotonic() - start)
         for row, item in enumerate(items):
             job = item.job

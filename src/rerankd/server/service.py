@@ -1,5 +1,6 @@
-"""Serving logic between the routes and the engines: resolve the model, tokenize off the event loop,
-queue for batched inference, finish the scores and shape each dialect's answer."""
+"""Serving logic between the routes and the pipelines: resolve the model, run each request through its
+model's :class:`~rerankd.pipeline.Pipeline` (validation and tokenization off the event loop, batches
+from the cross-request scheduler), and shape each dialect's answer from the ranked result."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
-from rerankd.engine import Reranker, RequestScores, ranked
-from rerankd.errors import InputTooLargeError, ModelNotFoundError
+from rerankd.engine import Reranker
+from rerankd.errors import InputError, ModelNotFoundError
+from rerankd.pipeline import Pipeline, Request, RequestLimits, RequestScores
 from rerankd.server.errors import ClientDisconnected
 from rerankd.server.metrics import ServerMetrics
 from rerankd.server.protocol import RerankParams, ScoreParams
@@ -28,7 +30,7 @@ WARMUP_DOCUMENTS = ["rerankd warms each model with one small batch before it rep
 
 
 class RerankService:
-    """The served models, their schedulers and the tokenizer pool.
+    """The served models' pipelines (under the server's limits), their schedulers and the tokenizer pool.
 
     Example:
         >>> service = RerankService({"m": reranker}, ServerSettings(), ServerMetrics())    # doctest: +SKIP
@@ -37,17 +39,19 @@ class RerankService:
 
     def __init__(self, engines: Mapping[str, Reranker], settings: ServerSettings, metrics: ServerMetrics) -> None:
         if not engines:
-            raise ValueError("serve at least one model")
+            raise InputError("serve at least one model")
         self.engines = dict(engines)
         self.default_model = next(iter(self.engines))
         self.settings = settings
         self.metrics = metrics
         self.ready = False
         self.created = int(time.time())
+        limits = RequestLimits(max_documents=settings.max_documents, max_request_tokens=settings.max_request_tokens)
+        self.pipelines: dict[str, Pipeline] = {name: engine.pipeline.with_limits(limits) for name, engine in self.engines.items()}
         self.schedulers = {
-            name: BatchScheduler(engine, name=name, max_wait_s=settings.max_wait_ms / 1000.0,
+            name: BatchScheduler(pipeline, name=name, max_wait_s=settings.max_wait_ms / 1000.0,
                                  max_queue=settings.max_queue, observer=metrics)
-            for name, engine in self.engines.items()
+            for name, pipeline in self.pipelines.items()
         }
         self._pool = ThreadPoolExecutor(settings.tokenize_workers, thread_name_prefix="rerankd-tokenize")
 
@@ -61,9 +65,9 @@ class RerankService:
         """One small batch through each model, then ``ready``; a model that fails leaves it false."""
         loop = asyncio.get_running_loop()
         try:
-            for name, engine in self.engines.items():
+            for name, pipeline in self.pipelines.items():
                 started = time.perf_counter()
-                await loop.run_in_executor(self._pool, _warm, engine)
+                await loop.run_in_executor(self._pool, _warm, pipeline)
                 log.info("model %s warmed in %.2fs", name, time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - logged; /ready stays false so no traffic is routed here
             log.exception("warm-up failed; /ready stays false")
@@ -93,46 +97,39 @@ class RerankService:
     async def score(
         self,
         name: str,
-        query: str,
-        documents: list[str],
+        query: Any,
+        documents: Sequence[Any],
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
         truncate: bool = True,
-    ) -> RequestScores:
-        """Scores of one query's documents: tokenized in the pool, inferred in shared batches."""
-        engine = self.engines[name]
+    ) -> tuple[Request, RequestScores]:
+        """One request through its model's pipeline: validated and tokenized in the pool, inferred in shared batches."""
+        pipeline = self.pipelines[name]
         started = time.perf_counter()
-        prepared = await asyncio.get_running_loop().run_in_executor(
-            self._pool, partial(engine.prepare, query, documents, instruction=instruction, max_doc_tokens=max_doc_tokens)
-        )
+
+        def plan() -> Any:
+            request = pipeline.request(query, documents, instruction=instruction, max_doc_tokens=max_doc_tokens,
+                                       truncate=truncate)
+            return pipeline.plan(request)
+
+        planned = await asyncio.get_running_loop().run_in_executor(self._pool, plan)
         self.metrics.tokenized(name, time.perf_counter() - started)
-        if prepared.total_tokens > self.settings.max_request_tokens:
-            raise InputTooLargeError(
-                f"the request is {prepared.total_tokens} tokens after tokenization but this server takes at most "
-                f"{self.settings.max_request_tokens} per request (--max-request-tokens); send fewer or shorter documents"
-            )
-        if not truncate:
-            cut = [i for i, seq in enumerate(prepared.doc_sequences) if prepared.sequences[seq].truncated]
-            if cut:
-                raise InputTooLargeError(
-                    f"document {cut[0]} does not fit the model's {engine.family.max_length}-token input "
-                    f"({len(cut)} document(s) would be truncated); send truncate: true or shorter texts"
-                )
-        outputs = await self.schedulers[name].submit(prepared.sequences)
-        scores = engine.finish(prepared, outputs)
-        self.metrics.scored(name, len(documents), prepared.total_tokens)
-        return scores
+        outputs = await self.schedulers[name].submit(planned.sequences)
+        scores = pipeline.finish(planned, outputs)
+        self.metrics.scored(name, len(planned.request.documents), planned.tokens)
+        return planned.request, scores
 
     async def rerank(self, params: RerankParams) -> tuple[str, RerankResult]:
         name = self.resolve(params.model)
-        scores = await self.score(name, params.query, params.documents, instruction=params.instruction,
-                                  max_doc_tokens=params.max_doc_tokens, truncate=params.truncate)
-        return name, ranked(params.query, params.documents, scores, top_n=params.top_n, model=name)
+        request, scores = await self.score(name, params.query, params.documents, instruction=params.instruction,
+                                           max_doc_tokens=params.max_doc_tokens, truncate=params.truncate)
+        return name, self.pipelines[name].rank(request, scores, top_n=params.top_n)
 
     async def score_pairs(self, params: ScoreParams) -> tuple[str, list[float], int]:
         """vLLM ``/score``: one score per pair in input order, pairs grouped by query to share tokenization."""
         name = self.resolve(params.model)
+        self.pipelines[name].check_document_count(len(params.pairs))
         groups: dict[str, list[int]] = {}
         for i, (query, _) in enumerate(params.pairs):
             groups.setdefault(query, []).append(i)
@@ -142,11 +139,11 @@ class RerankService:
             for query, rows in groups.items()
         ))
         values = [0.0] * len(params.pairs)
-        for rows, scores in zip(groups.values(), results):
+        for rows, (_, scores) in zip(groups.values(), results):
             chosen = scores.raw if params.raw_scores else scores.normalized
             for row, value in zip(rows, chosen):
                 values[row] = float(value)
-        return name, values, sum(s.total_tokens for s in results)
+        return name, values, sum(s.total_tokens for _, s in results)
 
     def describe(self) -> dict[str, Any]:
         return {name: engine.describe() for name, engine in self.engines.items()}
@@ -220,6 +217,5 @@ async def _wait_for_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]])
         pass
 
 
-def _warm(engine: Reranker) -> None:
-    prepared = engine.prepare(WARMUP_QUERY, WARMUP_DOCUMENTS)
-    engine.forward(prepared.sequences)
+def _warm(pipeline: Pipeline) -> None:
+    pipeline.forward(pipeline.prepare(WARMUP_QUERY, WARMUP_DOCUMENTS).sequences)

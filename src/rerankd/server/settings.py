@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rerankd.errors import InputError
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -40,8 +42,8 @@ class ServerSettings:
     def __post_init__(self) -> None:
         for name in ("max_documents", "max_body_bytes", "max_request_tokens", "max_queue", "tokenize_workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
+            raise InputError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
         if not 0 <= self.port < 65536:
-            raise ValueError(f"port must be in 0..65535, got {self.port}")
+            raise InputError(f"port must be in 0..65535, got {self.port}")

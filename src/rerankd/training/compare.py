@@ -67,7 +67,7 @@ def metrics_of(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping
     return {m: float(result.mean[m]) for m in METRICS}
 
 
-def throughput(rerankers: Mapping[str, Any], texts: Any, candidates: Mapping[str, Sequence[str]], pairs: int, repeats: int) -> dict[str, float]:
+def pairs_per_second(rerankers: Mapping[str, Any], texts: Any, candidates: Mapping[str, Sequence[str]], pairs: int, repeats: int) -> dict[str, float]:
     """Pairs per second of each reranker on the same slice, interleaved, median of ``repeats``."""
     from rerankd.measure import interleaved_pairs_per_second, leading_pairs
 
@@ -76,7 +76,7 @@ def throughput(rerankers: Mapping[str, Any], texts: Any, candidates: Mapping[str
     return interleaved_pairs_per_second(dict(rerankers), queries, doc_texts, repeats)
 
 
-def compare(
+def compare_models(
     models: Mapping[str, str],
     texts: Any,
     qrels: Mapping[str, Mapping[str, int]],
@@ -98,7 +98,7 @@ def compare(
         if progress:
             print(f"reranking the dev candidates with {name}", flush=True)
         quality[name] = metrics_of(qrels, rerank_run(reranker, texts, candidates, progress=progress))
-    speed = throughput(loaded, texts, candidates, throughput_pairs, repeats)
+    speed = pairs_per_second(loaded, texts, candidates, throughput_pairs, repeats)
     rows = []
     for name, path in models.items():
         model_dir, _ = resolve_model(path or None)
@@ -107,7 +107,7 @@ def compare(
     return rows
 
 
-def markdown_table(rows: Sequence[ModelRow]) -> str:
+def models_table(rows: Sequence[ModelRow]) -> str:
     lines = ["| model | NDCG@10 | MRR@10 | pairs/s | parameters | size (MB) |", "|---|---|---|---|---|---|"]
     for r in rows:
         speed = f"{r.pairs_per_s:.1f}" if r.pairs_per_s is not None else "—"

@@ -190,6 +190,15 @@ def test_per_query_statistics_are_max_mean_median() -> None:
     reference = monitor.reference()
     assert reference is not None
     np.testing.assert_array_equal(reference.values, np.tile([4.0, 0.75, 0.5], (10, 1)))
+    rng = np.random.default_rng(3)
+    for size in (1, 2, 5, 6, 101):
+        scores = rng.normal(size=size)
+        one = DriftMonitor(10, 10, 10)
+        for _ in range(10):
+            one.observe(scores.tolist())
+        got = one.reference()
+        assert got is not None
+        assert got.values[0].tolist() == pytest.approx([scores.max(), scores.mean(), np.median(scores)], abs=1e-15)
 
 
 def test_empty_and_non_finite_queries_are_skipped() -> None:
@@ -412,3 +421,25 @@ def test_alert_rules_fire_on_drift_and_stay_quiet_without() -> None:
         assert {labels["statistic"] for labels in firing(rule, drifted)} == set(STATISTICS), rule["alert"]
         assert firing(rule, steady) == [], rule["alert"]
         assert firing(rule, collecting) == [], rule["alert"]
+
+
+# -- the serve flags --------------------------------------------------------------------------------
+
+
+def test_serve_flags_and_their_environment_variables() -> None:
+    import argparse
+
+    from rerankd.cli import apply_env_defaults
+    from rerankd.drift.options import add_drift_arguments, drift_settings_from
+
+    parser = argparse.ArgumentParser()
+    add_drift_arguments(parser)
+    assert drift_settings_from(parser.parse_args([])) == DriftSettings()
+    args = parser.parse_args(["--drift-reference", "refs/{model}.json", "--drift-reference-size", "400",
+                              "--drift-window", "300", "--drift-min-samples", "100"])
+    assert drift_settings_from(args) == DriftSettings(True, 400, 300, 100, "refs/{model}.json")
+    apply_env_defaults(parser, {"RERANKD_NO_DRIFT": "1", "RERANKD_DRIFT_WINDOW": "250"})
+    settings = drift_settings_from(parser.parse_args([]))
+    assert not settings.enabled and settings.window_size == 250
+    with pytest.raises(InputError, match="at most window_size"):
+        drift_settings_from(parser.parse_args(["--drift-min-samples", "260"]))

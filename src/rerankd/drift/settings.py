@@ -21,7 +21,7 @@ class DriftSettings:
     Attributes:
         enabled: watch scores (``--drift``, on by default; ``--no-drift`` turns it off).
         reference_size: queries in the reference window: the first this many after start, unless a
-            reference file is loaded. 1000 halves the reference's own sampling noise against 500 and
+            reference file is loaded (it keeps the size it was saved with). 1000 halves the reference's own sampling noise against 500 and
             costs 24 KB per model; at one query a second it is collected in 17 minutes.
         window_size: the rolling current window: the last this many queries. 500 answers a shift within
             500 queries while its noise keeps PSI near 0.03 when nothing changed.

@@ -19,10 +19,11 @@ class DriftSettings:
     """Whether and how each served model's score distribution is watched.
 
     Attributes:
-        enabled: watch scores (``--drift``, on by default; ``--no-drift`` turns it off).
+        enabled: watch scores (on by default; ``--no-drift`` turns it off).
         reference_size: queries in the reference window: the first this many after start, unless a
-            reference file is loaded (it keeps the size it was saved with). 1000 halves the reference's own sampling noise against 500 and
-            costs 24 KB per model; at one query a second it is collected in 17 minutes.
+            reference file is loaded (it keeps the size it was saved with). 1000 halves the reference's
+            part of the sampling noise (the 1/n_ref terms) against 500 and costs 24 KB per model; at one
+            query a second it is collected in 17 minutes.
         window_size: the rolling current window: the last this many queries. 500 answers a shift within
             500 queries while its noise keeps PSI near 0.03 when nothing changed.
         min_samples: queries the current window needs before the comparisons are shown (the reference

@@ -49,7 +49,9 @@ class ResultCache:
             with self._lock:
                 self.bypassed += len(keys)
             return [None] * len(keys)
-        found: list[CachedScore | None] = self.memory.get_many(keys) if self.memory else [None] * len(keys)
+        found: list[CachedScore | None] = [None] * len(keys)
+        if self.memory is not None:
+            found = self.memory.get_many(keys)
         if self.redis is None:
             return found
         missing = list(dict.fromkeys(key for key, entry in zip(keys, found) if entry is None))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rerankd.cache.entry import CachedScore
-from rerankd.cache.keys import (SCHEMA_VERSION, bytes_digest, canonical_json, combine_digests, encode_fields,
+from rerankd.cache.keys import (SCHEMA_VERSION, PairKeys, bytes_digest, canonical_json, combine_digests, encode_fields,
                                 pair_key, text_digest)
 
 FINGERPRINT = {"revision": "3f2a9c", "family": "bert", "backend": "torch", "dtype": "float32", "device": "cpu"}
@@ -85,6 +85,16 @@ def test_key_ignores_mapping_order_but_not_types() -> None:
         base_key(fingerprint={"revision": 3})
     with pytest.raises(TypeError, match="bytes"):
         encode_fields(["text"])  # type: ignore[list-item]
+
+
+def test_pair_keys_equal_pair_key() -> None:
+    builder = PairKeys(FINGERPRINT, SETTINGS)
+    docs = [text_digest(t) for t in ("", "a", "Paris is the capital of France.")]
+    assert builder.keys(Q, docs) == [base_key(document_digest=d) for d in docs]
+    assert PairKeys(FINGERPRINT, SETTINGS, schema=SCHEMA_VERSION + 1).key(Q, D) == base_key(schema=SCHEMA_VERSION + 1)
+    assert PairKeys(FINGERPRINT, {}).key(Q, D) != builder.key(Q, D)
+    with pytest.raises(TypeError, match="str → str"):
+        PairKeys({"revision": None}, {})  # type: ignore[dict-item]
 
 
 def test_digests_are_tagged() -> None:

@@ -2,7 +2,7 @@
 
 A pipeline uses it in four steps (see docs of each class)::
 
-    keys = [pair_key(fingerprint, settings, text_digest(query), doc.digest) for doc in documents]
+    keys = PairKeys(fingerprint, settings).keys(text_digest(query), [doc.digest for doc in documents])
     found = cache.lookup(keys, policy=CachePolicy.from_cache_control(header))   # memory, then one MGET
     with inflight.claim([k for k, hit in zip(keys, found) if hit is None]) as claim:
         scores = score(claim.owned)                          # tokenize + score only these
@@ -19,7 +19,7 @@ from rerankd.cache.breaker import CircuitBreaker, CircuitState
 from rerankd.cache.config import CacheMode, CacheSettings, build_cache
 from rerankd.cache.entry import CachedScore
 from rerankd.cache.inflight import Claim, InFlight, InFlightAbandoned
-from rerankd.cache.keys import SCHEMA_VERSION, bytes_digest, combine_digests, encode_fields, pair_key, text_digest
+from rerankd.cache.keys import SCHEMA_VERSION, PairKeys, bytes_digest, combine_digests, encode_fields, pair_key, text_digest
 from rerankd.cache.memory import MemoryCache
 from rerankd.cache.policy import DEFAULT_POLICY, CachePolicy
 from rerankd.cache.redis_tier import RedisTier, connect, key_prefix
@@ -27,7 +27,7 @@ from rerankd.cache.tiers import ResultCache
 
 __all__ = [
     "SCHEMA_VERSION", "CacheMode", "CachePolicy", "CacheSettings", "CachedScore", "CircuitBreaker", "CircuitState",
-    "Claim", "DEFAULT_POLICY", "InFlight", "InFlightAbandoned", "MemoryCache", "RedisTier", "ResultCache",
+    "Claim", "DEFAULT_POLICY", "InFlight", "InFlightAbandoned", "MemoryCache", "PairKeys", "RedisTier", "ResultCache",
     "build_cache", "bytes_digest", "combine_digests", "connect", "encode_fields", "key_prefix", "pair_key",
     "text_digest",
 ]

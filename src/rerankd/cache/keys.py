@@ -87,6 +87,51 @@ def canonical_json(value: object) -> bytes:
     return text.encode("utf-8")
 
 
+def _head_fields(fingerprint: Mapping[str, str], settings: Mapping[str, object], schema: int) -> list[bytes]:
+    for name, value in fingerprint.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"fingerprint fields must be str → str, got {name!r}: {value!r}")
+    fields: list[bytes] = [b"rerankd-pair", str(int(schema)).encode("ascii")]
+    # Counts before each group keep a fingerprint field from ever reading as a setting.
+    fields += [b"fingerprint", str(len(fingerprint)).encode("ascii")]
+    for name in sorted(fingerprint):
+        fields += [name.encode("utf-8"), fingerprint[name].encode("utf-8")]
+    fields += [b"settings", str(len(settings)).encode("ascii")]
+    for name in sorted(settings):
+        if not isinstance(name, str):
+            raise TypeError(f"setting names must be str, got {name!r}")
+        fields += [name.encode("utf-8"), canonical_json(settings[name])]
+    return fields
+
+
+class PairKeys:
+    """Keys of many pairs under one model and one set of settings: the shared part is encoded and hashed once.
+
+    Gives exactly :func:`pair_key`'s keys (the framing is a concatenation of frames, so hashing can resume
+    after the shared head), for about a tenth of the cost per pair.
+
+    Example:
+        >>> keys = PairKeys({"revision": "a"}, {"max_length": 512})
+        >>> q, d = text_digest("q"), text_digest("d")
+        >>> keys.key(q, d) == pair_key({"revision": "a"}, {"max_length": 512}, q, d)
+        True
+    """
+
+    def __init__(self, fingerprint: Mapping[str, str], settings: Mapping[str, object], *,
+                 schema: int = SCHEMA_VERSION) -> None:
+        self._head = hashlib.sha256(encode_fields(_head_fields(fingerprint, settings, schema)))
+
+    def key(self, query_digest: bytes, document_digest: bytes) -> str:
+        """The key of one pair (64 hex characters)."""
+        digest = self._head.copy()
+        digest.update(encode_fields([b"query", bytes(query_digest), b"document", bytes(document_digest)]))
+        return digest.hexdigest()
+
+    def keys(self, query_digest: bytes, document_digests: Iterable[bytes]) -> list[str]:
+        """The keys of one query with each document, in order."""
+        return [self.key(query_digest, digest) for digest in document_digests]
+
+
 def pair_key(
     fingerprint: Mapping[str, str],
     settings: Mapping[str, object],
@@ -105,23 +150,13 @@ def pair_key(
         document_digest: :func:`text_digest`, :func:`bytes_digest` or :func:`combine_digests` of the document.
         schema: the encoding's version, :data:`SCHEMA_VERSION` unless testing.
 
+    For many pairs under the same fingerprint and settings, :class:`PairKeys` gives the same keys faster.
+
     Example:
         >>> q, d = text_digest("q"), text_digest("d")
         >>> pair_key({"revision": "a"}, {}, q, d) != pair_key({"revision": "b"}, {}, q, d)
         True
     """
-    for name, value in fingerprint.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"fingerprint fields must be str → str, got {name!r}: {value!r}")
-    fields: list[bytes] = [b"rerankd-pair", str(int(schema)).encode("ascii")]
-    # Counts before each group keep a fingerprint field from ever reading as a setting.
-    fields += [b"fingerprint", str(len(fingerprint)).encode("ascii")]
-    for name in sorted(fingerprint):
-        fields += [name.encode("utf-8"), fingerprint[name].encode("utf-8")]
-    fields += [b"settings", str(len(settings)).encode("ascii")]
-    for name in sorted(settings):
-        if not isinstance(name, str):
-            raise TypeError(f"setting names must be str, got {name!r}")
-        fields += [name.encode("utf-8"), canonical_json(settings[name])]
+    fields = _head_fields(fingerprint, settings, schema)
     fields += [b"query", bytes(query_digest), b"document", bytes(document_digest)]
     return hashlib.sha256(encode_fields(fields)).hexdigest()

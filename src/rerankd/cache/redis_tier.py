@@ -32,7 +32,9 @@ def key_prefix(namespace: str) -> str:
 def connect(url: str, timeout_ms: float) -> Any:
     """A redis-py client for ``url`` that gives up after ``timeout_ms`` per socket operation and never retries.
 
-    redis-py's default retries (with back-off) would turn a 50 ms timeout into seconds of waiting.
+    Retries are off explicitly: a ``redis.Redis(...)`` made directly retries 3 times with back-off by default
+    (redis-py 6+), which turns a 50 ms timeout against a paused Redis into 4–5 s of waiting. Build the
+    client (and its tier) in the process that uses it: the writer thread does not survive a fork.
     """
     redis = require("redis")
     from redis.backoff import NoBackoff

@@ -58,7 +58,8 @@ def test_schema_query_and_document_change_the_key() -> None:
 
 def test_split_point_never_collides() -> None:
     # The classic collision of a query + document key.
-    assert pair_key({}, {}, text_digest("ab"), text_digest("c")) != pair_key({}, {}, text_digest("a"), text_digest("bc"))
+    ab_c = pair_key({}, {}, text_digest("ab"), text_digest("c"))
+    assert ab_c != pair_key({}, {}, text_digest("a"), text_digest("bc"))
     assert encode_fields([b"ab", b"c"]) != encode_fields([b"a", b"bc"])
     assert encode_fields([b"", b"a"]) != encode_fields([b"a", b""]) != encode_fields([b"a"])
     assert combine_digests("doc", [text_digest("ab"), text_digest("c")]) != \
@@ -72,7 +73,8 @@ def test_split_point_never_collides() -> None:
 
 
 def test_key_ignores_mapping_order_but_not_types() -> None:
-    assert pair_key(dict(reversed(list(FINGERPRINT.items()))), dict(reversed(list(SETTINGS.items()))), Q, D) == base_key()
+    reordered = pair_key(dict(reversed(list(FINGERPRINT.items()))), dict(reversed(list(SETTINGS.items()))), Q, D)
+    assert reordered == base_key()
     assert base_key(settings={"c": {"x": 1, "y": 2}}) == base_key(settings={"c": {"y": 2, "x": 1}})
     assert base_key(settings={"flag": True}) != base_key(settings={"flag": 1})
     assert base_key(settings={"n": 1}) != base_key(settings={"n": "1"})
@@ -107,7 +109,8 @@ def test_digests_are_tagged() -> None:
 def test_key_is_stable_across_processes_and_releases() -> None:
     # A salted hash() would differ between processes; Redis is shared by several, so keys must not.
     code = ("from rerankd.cache.keys import pair_key, text_digest;"
-            "print(pair_key({'revision': 'r', 'family': 'bert'}, {'max_length': 512}, text_digest('q'), text_digest('d')))")
+            "print(pair_key({'revision': 'r', 'family': 'bert'}, {'max_length': 512},"
+            " text_digest('q'), text_digest('d')))")
     src = str(Path(__file__).resolve().parents[1] / "src")
     out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": src}).stdout.strip()

@@ -81,7 +81,8 @@ def test_memory_is_thread_safe_and_stays_bounded() -> None:
 def test_breaker_needs_consecutive_failures_and_probes_once() -> None:
     now = [100.0]
     breaker = CircuitBreaker(threshold=3, cooldown_s=2.0, clock=lambda: now[0])
-    breaker.failure(); breaker.failure(); breaker.success(); breaker.failure(); breaker.failure()
+    for outcome in ("failure", "failure", "success", "failure", "failure"):   # never 3 in a row
+        getattr(breaker, outcome)()
     assert breaker.state == "closed" and breaker.allow()
     breaker.failure()
     assert breaker.state == "open" and not breaker.allow() and breaker.opens == 1
@@ -163,7 +164,8 @@ def test_memory_in_front_of_redis(fake: Any) -> None:
         assert other.get_many(["a"]) == [None]
         other.close()
     finally:
-        writer.close(); reader.close()
+        writer.close()
+        reader.close()
 
 
 def test_corrupt_value_is_a_counted_miss(fake: Any) -> None:

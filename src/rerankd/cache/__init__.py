@@ -1,13 +1,16 @@
 """rerankd's pair-level result cache: keys, entries, the memory and Redis tiers, in-flight de-duplication.
 
-A pipeline uses it in four steps (see docs of each class)::
+A pipeline uses it in four steps (``cache = build_cache(settings)``, ``inflight = InFlight()`` made once)::
 
+    policy = CachePolicy.from_cache_control(request_headers.get("cache-control"))
     keys = PairKeys(fingerprint, settings).keys(text_digest(query), [doc.digest for doc in documents])
-    found = cache.lookup(keys, policy=CachePolicy.from_cache_control(header))   # memory, then one MGET
+    found = cache.lookup(keys, policy=policy)                # memory, then one MGET for the rest
     with inflight.claim([k for k, hit in zip(keys, found) if hit is None]) as claim:
-        scores = score(claim.owned)                          # tokenize + score only these
-        cache.store(scores, policy=policy); claim.settle(scores)
+        scores = score_pairs(claim.owned)                    # tokenize + score only these: {key: CachedScore}
+        cache.store(scores, policy=policy)                   # store first, then settle (no gap for others)
+        claim.settle(scores)
         theirs, yourself = claim.wait(timeout)               # pairs other requests were scoring
+    # score `yourself` too (their owner failed or was slow); normalize raw scores after all this.
 
 Importing this package is light: redis and prometheus-client load only when a Redis tier or the metrics
 collector is made.
@@ -19,7 +22,8 @@ from rerankd.cache.breaker import CircuitBreaker, CircuitState
 from rerankd.cache.config import CacheMode, CacheSettings, build_cache
 from rerankd.cache.entry import CachedScore
 from rerankd.cache.inflight import Claim, InFlight, InFlightAbandoned
-from rerankd.cache.keys import SCHEMA_VERSION, PairKeys, bytes_digest, combine_digests, encode_fields, pair_key, text_digest
+from rerankd.cache.keys import (SCHEMA_VERSION, PairKeys, bytes_digest, combine_digests, encode_fields, pair_key,
+                                text_digest)
 from rerankd.cache.memory import MemoryCache
 from rerankd.cache.policy import DEFAULT_POLICY, CachePolicy
 from rerankd.cache.redis_tier import RedisTier, connect, key_prefix

@@ -201,7 +201,8 @@ class RedisTier:
             log.info("cannot check Redis's maxmemory-policy (CONFIG is not allowed: %s)", exc)
             return None
         except self._errors as exc:
-            message = f"Redis cache is unreachable at start ({type(exc).__name__}: {exc}); lookups miss until it answers"
+            message = (f"Redis cache is unreachable at start ({type(exc).__name__}: {exc}); "
+                       "lookups miss until it answers")
             log.warning(message)
             return message
         policy = reply.get("maxmemory-policy", reply.get(b"maxmemory-policy"))

@@ -24,6 +24,7 @@ _EXTRA_OF = {
     "matplotlib": "eval",
     "scipy": "eval",
     "sentence_transformers": "train",
+    "redis": "cache",
 }
 
 

@@ -24,6 +24,9 @@ _EXTRA_OF = {
     "matplotlib": "eval",
     "scipy": "eval",
     "sentence_transformers": "train",
+    "PIL": "vision",
+    "av": "vision",
+    "httpcore": "vision",
 }
 
 

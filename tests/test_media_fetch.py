@@ -371,3 +371,60 @@ def test_after_refusals_a_good_request_succeeds(server: int) -> None:
             load_image(bad, policy=STRICT if "evil" in bad else LOOPBACK_OK)
     assert load_image(f"http://media.test:{server}/img.png", policy=LOOPBACK_OK).size == (40, 30)
     assert load_image(f"http://127.0.0.1:{server}/img.png", policy=MediaPolicy.permissive()).size == (40, 30)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, "ssl.SSLContext"]]:
+    """An HTTPS twin of the test server, with a certificate for media.test only; and a client context
+    that trusts that certificate."""
+    import datetime
+    import ssl
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "media.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("media.test")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.socket = server_context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    client_context = ssl.create_default_context(cafile=str(folder / "cert.pem"))
+    yield httpd.server_address[1], client_context
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_https_checks_the_certificate_against_the_name(tls_server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from rerankd.media import _http
+
+    port, trusting = tls_server
+    # with the system's roots the self-signed certificate does not verify
+    with pytest.raises(MediaFetchError, match=r"document 0: could not fetch the image from 'media.test': its TLS "
+                                              r"certificate did not verify") as caught:
+        fetch_url(f"https://media.test:{port}/img.png", kind="image", policy=LOOPBACK_OK, where=0)
+    _no_internals(str(caught.value))
+    monkeypatch.setattr(_http, "SSL_CONTEXT", trusting)
+    # connected to 127.0.0.1, yet SNI and the certificate check use the name in the URL
+    assert fetch_url(f"https://media.test:{port}/img.png", kind="image", policy=LOOPBACK_OK) == GOOD_PNG
+    # the same server by IP: the certificate does not name 127.0.0.1
+    with pytest.raises(MediaFetchError, match="its TLS certificate did not verify"):
+        fetch_url(f"https://127.0.0.1:{port}/img.png", kind="image", policy=LOOPBACK_OK)

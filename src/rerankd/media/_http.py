@@ -21,8 +21,11 @@ from dataclasses import dataclass
 
 import httpcore
 
-_CHUNK = 64 * 1024
 _USER_AGENT = "rerankd-media-fetch/1"
+
+#: The TLS context (None: httpcore's default, certificates checked against certifi's roots and the
+#: URL's host name). Tests set one that trusts their own certificate authority.
+SSL_CONTEXT: ssl.SSLContext | None = None
 
 
 class Timeout(Exception):
@@ -147,7 +150,8 @@ def get(url: str, host: str, addresses: list[str], *, deadline: float, max_bytes
     ]
     backend = _PinnedBackend(host, addresses, deadline)
     try:
-        with httpcore.ConnectionPool(network_backend=backend, max_connections=1, retries=0) as pool:
+        with httpcore.ConnectionPool(ssl_context=SSL_CONTEXT, network_backend=backend, max_connections=1,
+                                     retries=0) as pool:
             with pool.stream("GET", url, headers=headers, extensions={"timeout": timeouts}) as response:
                 status = response.status
                 fields = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}

@@ -60,6 +60,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        try:
+            self._answer()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up on purpose (byte cap, timeout)
+
+    def _answer(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         if url.path == "/img.png":
@@ -174,6 +180,8 @@ def test_domain_matching() -> None:
     assert not policy.domain_allowed("badexample.com")
     assert policy.domain_allowed("203.0.113.9") and not policy.domain_allowed("1.203.0.113.9")
     assert MediaPolicy(allow_domains=frozenset({"*"})).domain_allowed("anything.org")
+    from_flag = MediaPolicy(allow_domains="images.example.com, cdn.example.org")  # type: ignore[arg-type]
+    assert from_flag.allow_domains == frozenset({"images.example.com", "cdn.example.org"})
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.7", "169.254.169.254", "[::1]"])
@@ -428,3 +436,19 @@ def test_https_checks_the_certificate_against_the_name(tls_server, monkeypatch: 
     # the same server by IP: the certificate does not name 127.0.0.1
     with pytest.raises(MediaFetchError, match="its TLS certificate did not verify"):
         fetch_url(f"https://127.0.0.1:{port}/img.png", kind="image", policy=LOOPBACK_OK)
+
+
+def test_urls_are_sent_as_ascii(server: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    real_get = __import__("rerankd.media._http", fromlist=["get"]).get
+
+    def spy(url, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(url)
+        return real_get(url, *args, **kwargs)
+
+    monkeypatch.setattr("rerankd.media._http.get", spy)
+    policy = MediaPolicy(allow_domains=frozenset({"bücher.test", "media.test"}), trusted_networks=("127.0.0.1/32",))
+    with pytest.raises(MediaFetchError, match="answered HTTP 404"):
+        fetch_url(f"http://media.test:{server}/bild ä.png?q=ü", kind="image", policy=policy)
+    assert seen[-1] == f"http://media.test:{server}/bild%20%C3%A4.png?q=%C3%BC"
+    assert policy.domain_allowed("xn--bcher-kva.test")

@@ -129,8 +129,12 @@ def test_broken_files_have_clean_messages(tmp_path: Path) -> None:
     jpeg = coco_images(1)[0].read_bytes()
     with pytest.raises(MediaError, match=r"^document 1: the image data is truncated or corrupt$"):
         load_image(jpeg[: len(jpeg) // 3], policy=POLICY, where=1)
-    with pytest.raises(MediaError, match=r"^document 1: the image is not in an image format Pillow can read$"):
+    with pytest.raises(MediaError, match=r"^document 1: the image is not in a supported image format \(JPEG, PNG, GIF"):
         load_image(b"<html>not an image</html>", policy=POLICY, where=1)
+    eps = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(eps, format="EPS")  # Pillow would start Ghostscript to decode it
+    with pytest.raises(MediaError, match=r"not in a supported image format"):
+        load_image(eps.getvalue(), policy=POLICY, where=1)
     with pytest.raises(MediaTooLargeError, match=r"^the query: the image is 9000×9000 = 81,000,000 pixels but the limit "
                                                  r"is 1,000,000 pixels$"):
         load_image(png_claiming(9000, 9000), policy=MediaPolicy(max_pixels=10**6), where="the query")

@@ -130,6 +130,8 @@ def _reason(exc: BaseException) -> str:
         return "the TLS handshake failed"
     if any(isinstance(e, (httpcore.ProtocolError, httpcore.UnsupportedProtocol)) for e in chain):
         return "the server did not answer in valid HTTP"
+    if any(isinstance(e, ValueError) and not isinstance(e, ssl.SSLError) for e in chain):
+        return "the URL could not be sent as an HTTP request"
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "the connection was refused"
     if any(isinstance(e, httpcore.ConnectError) for e in chain):
@@ -173,7 +175,7 @@ def get(url: str, host: str, addresses: list[str], *, deadline: float, max_bytes
     except httpcore.TimeoutException:
         raise Timeout() from None
     except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError,
-            ssl.SSLError, OSError) as exc:
+            ssl.SSLError, OSError, ValueError) as exc:
         if isinstance(exc, TimeoutError):
             raise Timeout() from None
         raise Failed(_reason(exc)) from None

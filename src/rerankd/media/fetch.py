@@ -76,6 +76,10 @@ def subject(where: Where) -> str:
     return f"{where}: "
 
 
+def _a(kind: str) -> str:
+    return ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
@@ -143,7 +147,10 @@ class MediaPolicy:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "allow_domains", frozenset(_host_key(d) for d in self.allow_domains if d.strip()))
+        domains = self.allow_domains
+        if isinstance(domains, str):  # a flag's value: "a.com,b.org" or "a.com b.org"
+            domains = re.split(r"[,\s]+", domains)
+        object.__setattr__(self, "allow_domains", frozenset(_host_key(d) for d in domains if d.strip()))
         if self.allowed_local_root is not None:
             object.__setattr__(self, "allowed_local_root", Path(self.allowed_local_root))
         try:
@@ -306,7 +313,7 @@ def read_media(source: str | os.PathLike[str] | bytes | bytearray | memoryview, 
     if isinstance(source, os.PathLike):
         return resolve_local_path(source, kind=kind, policy=policy, where=where)
     if not isinstance(source, str):
-        raise MediaError(f"{subject(where)}an {kind} source must be a path, URL, data: URI or bytes, "
+        raise MediaError(f"{subject(where)}{_a(kind)} source must be a path, URL, data: URI or bytes, "
                          f"not {type(source).__name__}")
     text = source.strip()
     if text[:5].lower() == "data:":
@@ -391,7 +398,7 @@ def decode_data_uri(uri: str, *, kind: MediaKind, policy: MediaPolicy, where: Wh
     params = [p.strip().lower() for p in head.split(";")]
     media_type = params[0]
     if media_type and media_type != "application/octet-stream" and not media_type.startswith(kind + "/"):
-        raise MediaError(f"{subject(where)}a data: URI of type {media_type!r} was given where an {kind} is expected")
+        raise MediaError(f"{subject(where)}a data: URI of type {media_type!r} was given where {_a(kind)} is expected")
     cap = policy.byte_cap(kind)
     if "base64" in params[1:]:
         payload = re.sub(r"\s+", "", urllib.parse.unquote(payload) if "%" in payload else payload)
@@ -462,7 +469,12 @@ def _check_url(url: str, policy: MediaPolicy, kind: MediaKind, where: Where, hop
         raise MediaRefusedError(
             f"{subject(where)}{what} is on host {host!r}, which is not an allowed media domain (allowed: {allowed})"
         )
-    return _Target(url=url, scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80))
+    # httpcore sends the URL as ASCII: the host as punycode, anything else non-ASCII percent-encoded
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    safe = "/%:@!$&'()*+,;=-._~?"
+    ascii_url = urllib.parse.urlunsplit((scheme, netloc, urllib.parse.quote(parsed.path or "/", safe=safe),
+                                         urllib.parse.quote(parsed.query, safe=safe), ""))
+    return _Target(url=ascii_url, scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80))
 
 
 def _resolve(target: _Target, policy: MediaPolicy, kind: MediaKind, where: Where, deadline: float,
@@ -478,7 +490,7 @@ def _resolve(target: _Target, policy: MediaPolicy, kind: MediaKind, where: Where
         except concurrent.futures.TimeoutError:
             raise MediaTimeoutError(
                 f"{subject(where)}resolving the host {target.host!r} of {what} took longer than the "
-                f"{policy.timeout_s(kind):g} s allowed for an {kind}"
+                f"{policy.timeout_s(kind):g} s allowed for {_a(kind)}"
             ) from None
         except (OSError, UnicodeError):
             raise MediaFetchError(f"{subject(where)}the host {target.host!r} of {what} does not resolve") from None
@@ -526,7 +538,7 @@ def fetch_url(url: str, *, kind: MediaKind, policy: MediaPolicy, where: Where = 
         except _http.Timeout:
             raise MediaTimeoutError(
                 f"{subject(where)}fetching the {kind} from {target.host!r} took longer than the "
-                f"{timeout:g} s allowed for an {kind}"
+                f"{timeout:g} s allowed for {_a(kind)}"
             ) from None
         except _http.Failed as exc:
             raise MediaFetchError(f"{subject(where)}could not fetch the {kind} from {target.host!r}: {exc.reason}") from None

@@ -41,6 +41,10 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, "PILImage.Image"]
 #: qwen_vl_utils: no side may be more than 200 times the other.
 MAX_ASPECT_RATIO = 200
 
+#: The image formats decoded from untrusted bytes: the web's and cameras' formats. Pillow can open
+#: more, but some run external programs (EPS starts Ghostscript) or rarely-audited decoders.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "PPM", "TGA", "ICO", "AVIF")
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -152,8 +156,10 @@ def decode_image(data: bytes | Path, *, policy: MediaPolicy, where: Where = None
     setting is not ours to change — and its error is reported as the same :class:`MediaTooLargeError`.
     """
     Image = _pil()
+    Image.init()
+    formats = [f for f in IMAGE_FORMATS if f in Image.OPEN]
     try:
-        opened = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        opened = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=formats)
     except Image.DecompressionBombError as exc:
         # Pillow refused first (its threshold is below our cap); its message carries the pixel count
         found = re.search(r"\((\d+) pixels\)", str(exc))
@@ -162,7 +168,9 @@ def decode_image(data: bytes | Path, *, policy: MediaPolicy, where: Where = None
             f"{subject(where)}the {what} is {size} but the limit is {policy.max_pixels:,} pixels"
         ) from None
     except Exception:  # noqa: BLE001
-        raise MediaError(f"{subject(where)}the {what} is not in an image format Pillow can read") from None
+        raise MediaError(
+            f"{subject(where)}the {what} is not in a supported image format ({', '.join(formats)})"
+        ) from None
     with opened:
         width, height = opened.size
         _check_pixels(width, height, policy, where, what)

@@ -446,3 +446,18 @@ def load_video(source: str | os.PathLike[str] | bytes, *, policy: MediaPolicy, c
     height, width = smart_resize(info.height, info.width, config.factor, min_pixels, max_pixels, where=where)
     frames = _decode(data, indices, height, width, resampler, where)
     return _finish(frames, indices, info.fps, config)
+
+
+def process_video(source: str | os.PathLike[str] | bytes | Sequence[ImageSource], *, policy: MediaPolicy,
+                  config: VisionConfig = QWEN3_VL, fps: float = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES,
+                  where: Where = None, resampler: Resampler = "auto") -> ProcessedVideo:
+    """A video as a ``Document`` holds it: a list/tuple of frames goes to :func:`video_from_frames`,
+    anything else (path, URL, data URI, bytes) to :func:`load_video`.
+
+    ``fps`` applies to files only (a frame list has no time of its own); ``max_frames`` to both.
+    """
+    if isinstance(source, (list, tuple)):
+        return video_from_frames(source, policy=policy, config=config, max_frames=max_frames, where=where,
+                                 resampler=resampler)
+    return load_video(source, policy=policy, config=config, fps=fps, max_frames=max_frames, where=where,  # type: ignore[arg-type]
+                      resampler=resampler)

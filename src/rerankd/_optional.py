@@ -25,6 +25,9 @@ _EXTRA_OF = {
     "scipy": "eval",
     "sentence_transformers": "train",
     "redis": "cache",
+    "PIL": "vision",
+    "av": "vision",
+    "httpcore": "vision",
 }
 
 

@@ -8,7 +8,12 @@
     │   ├── EmptyDocumentsError
     │   ├── InvalidDocumentError
     │   ├── TooManyDocumentsError
-    │   └── InputTooLargeError      tokens / bytes over a configured limit
+    │   ├── InputTooLargeError      tokens / bytes over a configured limit
+    │   └── MediaError              an image or video cannot be used (rerankd.media)
+    │       ├── MediaRefusedError       the media policy forbids it (scheme, domain, address, path)
+    │       ├── MediaTooLargeError      bytes, pixels, frames, seconds, images over a limit
+    │       ├── MediaTimeoutError       fetching it took longer than allowed
+    │       └── MediaFetchError         the remote server did not hand it over
     ├── ModelError                  the model cannot be loaded or used
     │   ├── ModelNotFoundError      no such directory, hub repo or revision
     │   ├── ModelAccessError        the hub refused (gated, bad token) or could not be reached
@@ -85,3 +90,33 @@ class InferenceError(RerankdError):
 
 class QualityBoundError(RerankdError):
     kind = "quality_bound"
+
+
+class MediaError(InvalidDocumentError):
+    """An image or video of a query or document cannot be read, decoded or used."""
+
+    kind = "invalid_media"
+
+
+class MediaRefusedError(MediaError):
+    """The media policy forbids this source: its scheme, domain, address or local path."""
+
+    kind = "media_refused"
+
+
+class MediaTooLargeError(MediaError, InputTooLargeError):
+    """Media over a limit: bytes, pixels, frames, video seconds, fps or images per request."""
+
+    kind = "media_too_large"
+
+
+class MediaTimeoutError(MediaError):
+    """Fetching remote media took longer than the policy's timeout."""
+
+    kind = "media_timeout"
+
+
+class MediaFetchError(MediaError):
+    """The remote server did not hand the media over (connection failure, HTTP error status)."""
+
+    kind = "media_fetch_failed"

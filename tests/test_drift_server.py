@@ -1,22 +1,22 @@
 """Drift end to end on the bundled model over real HTTP: relevant queries, then off-topic ones, move the
 drift gauges in /metrics.
 
-The server does not feed the monitor yet, so this test hooks it in the two places the pipeline will:
-``observe(scores.raw)`` after each query's scores are finished, and the collector on the app's registry.
+The server's own wiring is under test: each pipeline's finish step feeds its model's monitor, and the
+app's registry exports the monitors' collector.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from live_server import LiveServer
+
 from rerankd import Reranker
-from rerankd.drift import DriftCollector, DriftMonitor, top_score_buckets
+from rerankd.drift import DriftMonitor, DriftSettings
 from rerankd.server import ServerSettings, create_app
 
 DOCUMENTS = [
@@ -52,55 +52,13 @@ OFF_TOPIC = [
 WINDOW = len(RELEVANT)
 
 
-class LiveServer:
-    """uvicorn serving an app on 127.0.0.1:<free port> in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-        while httpx.get(f"{self.url}/ready").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test server never became ready")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-def hook_drift(app: Any, monitors: dict[str, DriftMonitor]) -> None:
-    """What the pipeline's finish step and create_app will do: observe each query's raw scores, export."""
-    service = app.state.service
-    score = service.score
-
-    async def observed(name: str, query: str, documents: list[str], **kwargs: Any) -> Any:
-        scores = await score(name, query, documents, **kwargs)
-        monitors[name].observe(scores.raw)
-        return scores
-
-    service.score = observed
-    app.state.metrics.registry.register(DriftCollector(monitors))
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[httpx.Client, DriftMonitor]]:
     engine = Reranker.from_pretrained(device="cpu")
-    monitor = DriftMonitor(reference_size=WINDOW, window_size=WINDOW, min_samples=10,
-                           fingerprint={"model": engine.name}, top_buckets=top_score_buckets(engine.family.kind))
-    app = create_app({"minilm": engine}, ServerSettings(log_requests=False))
-    hook_drift(app, {"minilm": monitor})
+    drift = DriftSettings(reference_size=WINDOW, window_size=WINDOW, min_samples=10)
+    app = create_app({"minilm": engine}, ServerSettings(log_requests=False, drift=drift))
+    # The server's own wiring: the pipeline's finish step feeds this monitor, /metrics exports it.
+    monitor = app.state.service.drift["minilm"]
     with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=120) as client:
         yield client, monitor
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from rerankd.backends.base import Backend
 from rerankd.batching import BatchLimits
+from rerankd.chunking import ChunkSettings
 from rerankd.documents import DocumentLike
 from rerankd.errors import InputError
 from rerankd.families import Family
@@ -36,9 +37,12 @@ class Reranker:
         name: str = "",
         batch_limits: BatchLimits | None = None,
         limits: RequestLimits | None = None,
+        cache: Any = None,
     ) -> None:
         self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits)
         self._fingerprint: dict[str, str] | None = None
+        if cache is not None:
+            self.pipeline.cache, self.pipeline.fingerprint = cache, self.fingerprint()
 
     @property
     def family(self) -> Family:
@@ -71,6 +75,7 @@ class Reranker:
         batch_tokens: int | None = None,
         max_batch_rows: int | None = None,
         max_documents: int = DEFAULT_MAX_DOCUMENTS,
+        cache: Any = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
@@ -84,6 +89,8 @@ class Reranker:
             backend: ``torch``, or another registered backend name.
             batch_tokens: tokens per forward pass (padded tokens for padded backends).
             max_documents: documents per request.
+            cache: a :class:`rerankd.cache.CacheSettings` (or a built ``ResultCache``) to answer repeated
+                (query, document) pairs from, keyed by this model's fingerprint; off by default.
         """
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
@@ -95,7 +102,12 @@ class Reranker:
         engine_backend = create_backend(backend, family, device=device, dtype=dtype)
         device_name = str(getattr(engine_backend, "device", "cpu"))
         limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)
-        return cls(family, engine_backend, name=name, batch_limits=limits, limits=RequestLimits(max_documents=max_documents))
+        if cache is not None and not hasattr(cache, "lookup"):
+            from rerankd.cache import build_cache
+
+            cache = build_cache(cache)
+        return cls(family, engine_backend, name=name, batch_limits=limits, limits=RequestLimits(max_documents=max_documents),
+                   cache=cache)
 
     # -- the public calls ---------------------------------------------------------------------------
 
@@ -107,9 +119,15 @@ class Reranker:
         instruction: str | None = None,
         raw: bool = False,
         max_doc_tokens: int | None = None,
+        chunking: ChunkSettings | bool | None = None,
     ) -> list[float]:
-        """Scores of the documents, in input order (normalized unless ``raw``)."""
-        scores = self.score_many([query], [documents], instruction=instruction, max_doc_tokens=max_doc_tokens)[0]
+        """Scores of the documents, in input order (normalized unless ``raw``).
+
+        ``chunking``: score documents longer than the model's input as windows (``True`` for the
+        defaults, or :class:`rerankd.chunking.ChunkSettings`) instead of truncating them.
+        """
+        scores = self.score_many([query], [documents], instruction=instruction, max_doc_tokens=max_doc_tokens,
+                                 chunking=chunking)[0]
         return [float(x) for x in (scores.raw if raw else scores.normalized)]
 
     def score_many(
@@ -120,9 +138,10 @@ class Reranker:
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
         progress: bool = False,
+        chunking: ChunkSettings | bool | None = None,
     ) -> list[RequestScores]:
         """Score several (query, documents) requests at once; their pairs share batches."""
-        requests = self._requests(queries, documents, instruction, max_doc_tokens)
+        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking)
         return self.pipeline.score_many(requests, progress=progress)
 
     def rank(
@@ -135,11 +154,12 @@ class Reranker:
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
         progress: bool = False,
+        chunking: ChunkSettings | bool | None = None,
     ) -> RerankResult:
         """The documents ordered best first, cut to ``top_n``."""
         return self.rank_many(
             [query], [documents], top_n=top_n, return_documents=return_documents,
-            instruction=instruction, max_doc_tokens=max_doc_tokens, progress=progress,
+            instruction=instruction, max_doc_tokens=max_doc_tokens, progress=progress, chunking=chunking,
         )[0]
 
     def rank_many(
@@ -152,11 +172,12 @@ class Reranker:
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
         progress: bool = False,
+        chunking: ChunkSettings | bool | None = None,
     ) -> list[RerankResult]:
         """:meth:`rank` for many queries, their pairs batched together."""
         if top_n is not None and top_n < 0:
             raise InputError(f"top_n must be 0 or more, got {top_n}")
-        requests = self._requests(queries, documents, instruction, max_doc_tokens)
+        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking)
         all_scores = self.pipeline.score_many(requests, progress=progress)
         return [self.pipeline.rank(r, s, top_n=top_n, return_documents=return_documents)
                 for r, s in zip(requests, all_scores)]
@@ -174,8 +195,8 @@ class Reranker:
                 "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents}
 
     def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
-                  max_doc_tokens: int | None) -> list[Any]:
+                  max_doc_tokens: int | None, chunking: ChunkSettings | bool | None) -> list[Any]:
         if isinstance(queries, str) or len(queries) != len(documents):
             raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
-        return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens)
+        return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking)
                 for q, docs in zip(queries, documents)]

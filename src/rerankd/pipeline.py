@@ -2,13 +2,19 @@
 
 ::
 
-    validate → (cache lookup) → prepare → schedule batches → backend → finish → rank
+    validate → cache lookup → prepare → schedule batches → backend → finish → rank
 
 :class:`Pipeline` owns every step. The offline API (:class:`rerankd.Reranker`) and the server both
 go through it; they differ only in who schedules batches: :meth:`Pipeline.execute` plans them for
 one caller's sequences, the server's cross-request scheduler plans them over every waiting request
 and calls :meth:`Pipeline.forward` for each. Limits (documents, tokens per request, truncation) are
 decided here and nowhere else.
+
+With a result cache (:mod:`rerankd.cache`), a request's pairs are looked up before anything is
+tokenized: only the misses are prepared and scored, identical pairs in flight in other requests are
+scored once (this request waits for them), and the finished raw scores are stored. With chunking
+(:mod:`rerankd.chunking`), a long document is prepared as several windows and ``finish`` aggregates
+them back into one score.
 
 Example:
     >>> pipeline = Pipeline(family, backend, name="m")                        # doctest: +SKIP
@@ -24,12 +30,13 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from rerankd.backends.base import Backend
 from rerankd.batching import BatchLimits, plan_batches
+from rerankd.chunking import ChunkSettings, aggregate, windows
 from rerankd.documents import Document, as_document, as_documents, check_modalities
 from rerankd.errors import (
     EmptyDocumentsError,
@@ -56,16 +63,20 @@ class RequestLimits:
     Attributes:
         max_documents: documents per request.
         max_request_tokens: tokens of one request after tokenization (``None``: no cap).
+        max_pairs: (query, document window) pairs of one request, every chunk counted (``None``: no cap).
     """
 
     max_documents: int = DEFAULT_MAX_DOCUMENTS
     max_request_tokens: int | None = None
+    max_pairs: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_documents < 1:
             raise InputError(f"max_documents must be at least 1, got {self.max_documents}")
-        if self.max_request_tokens is not None and self.max_request_tokens < 1:
-            raise InputError(f"max_request_tokens must be at least 1, got {self.max_request_tokens}")
+        for name in ("max_request_tokens", "max_pairs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name} must be at least 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class Request:
 
     Attributes:
         truncate: cut documents that do not fit the model's input (``False``: refuse them).
+        chunking: score long documents as windows (``None``: truncate them).
     """
 
     query: Document
@@ -81,39 +93,66 @@ class Request:
     instruction: str | None = None
     max_doc_tokens: int | None = None
     truncate: bool = True
+    chunking: ChunkSettings | None = None
+
+    def score_settings(self) -> dict[str, Any]:
+        """The per-request settings that change a score (part of a result-cache key)."""
+        return {"instruction": self.instruction, "max_doc_tokens": self.max_doc_tokens,
+                "chunking": self.chunking.settings() if self.chunking else None}
 
 
 @dataclass(frozen=True)
 class RequestScores:
-    """Per-document scores of one request, in input order."""
+    """Per-document scores of one request, in input order.
+
+    ``chunks[i]`` is how many windows document ``i`` was scored as, ``best_chunk[i]`` the one that
+    decided its score (0 without chunking); ``cached`` counts the documents a result cache answered.
+    """
 
     raw: np.ndarray
     normalized: np.ndarray
     truncated: list[bool]
     tokens: list[int]
     total_tokens: int
+    chunks: list[int] | None = None
+    best_chunk: list[int] | None = None
+    cached: int = 0
 
 
 @dataclass
 class Plan:
-    """A request ready for inference: the sequences to run, and how to read their outputs back."""
+    """A request ready for inference: the sequences to run, and how to read their outputs back.
+
+    ``scored`` are the document indices the sequences score (the cache misses this request owns);
+    ``owners[k]`` is the position in ``scored`` of the k-th prepared document (a window of it, with
+    chunking); ``cut[j]`` says chunking left tokens of ``scored[j]`` past its last window.
+    """
 
     request: Request
-    prepared: PreparedRequest
+    prepared: PreparedRequest | None
+    scored: list[int]
+    owners: list[int]
+    cut: list[bool]
+    lookup: Any = None
 
     @property
     def sequences(self) -> list[Encoded]:
-        return self.prepared.sequences
+        return self.prepared.sequences if self.prepared is not None else []
 
     @property
     def tokens(self) -> int:
-        return self.prepared.total_tokens
+        return self.prepared.total_tokens if self.prepared is not None else 0
+
+    @property
+    def waits(self) -> bool:
+        """Whether finishing waits on pairs other requests are scoring (it may block)."""
+        return bool(self.lookup is not None and self.lookup.waiting)
 
 
 class ScoreObserver(Protocol):
-    """Told every finished request's raw scores (drift monitoring hooks in here)."""
+    """Told every finished request's raw scores (a :class:`rerankd.drift.DriftMonitor` is one)."""
 
-    def observe(self, model: str, raw: np.ndarray) -> None: ...
+    def observe(self, raw_scores: np.ndarray) -> Any: ...
 
 
 class Pipeline:
@@ -132,6 +171,9 @@ class Pipeline:
         batch_limits: BatchLimits | None = None,
         limits: RequestLimits | None = None,
         observers: Sequence[ScoreObserver] = (),
+        cache: Any = None,
+        fingerprint: Mapping[str, str] | None = None,
+        chunking: ChunkSettings | None = None,
     ) -> None:
         self.family = family
         self.backend = backend
@@ -139,13 +181,26 @@ class Pipeline:
         self.batch_limits = batch_limits or BatchLimits()
         self.limits = limits or RequestLimits()
         self.observers = list(observers)
+        #: A :class:`rerankd.cache.ResultCache` (``None``: off) and the fingerprint its keys hold.
+        self.cache = cache
+        self.fingerprint = dict(fingerprint or {})
+        #: How long documents are handled when a request does not say (``None``: truncated).
+        self.chunking = chunking
         self._lock = threading.Lock()
+        self._inflight: Any = None
 
-    def with_limits(self, limits: RequestLimits) -> "Pipeline":
-        """The same model, family, backend and forward lock under other request limits (the server's)."""
+    def with_limits(self, limits: RequestLimits, *, observers: Sequence[ScoreObserver] | None = None,
+                    cache: Any = None, fingerprint: Mapping[str, str] | None = None,
+                    chunking: ChunkSettings | None = None) -> "Pipeline":
+        """The same model, family, backend and forward lock under the server's limits, observers, cache
+        and long-document policy."""
         view = copy.copy(self)
         view.limits = limits
-        view.observers = list(self.observers)
+        view.observers = list(self.observers if observers is None else observers)
+        view.cache = cache if cache is not None else self.cache
+        view.fingerprint = dict(fingerprint or self.fingerprint)
+        view.chunking = chunking if chunking is not None else self.chunking
+        view._inflight = None
         return view
 
     @property
@@ -163,8 +218,13 @@ class Pipeline:
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
         truncate: bool = True,
+        chunking: ChunkSettings | bool | None = None,
     ) -> Request:
-        """Check a request's shape, its modalities and its document count."""
+        """Check a request's shape, its modalities and its document count.
+
+        ``chunking``: ``True`` for the default windows, settings of its own, ``False`` to truncate,
+        ``None`` for the pipeline's policy.
+        """
         if isinstance(query, str) and not query.strip():
             raise EmptyQueryError("query is empty; send the text to rank the documents against")
         if query is None:
@@ -184,7 +244,13 @@ class Pipeline:
             check_text(instruction, "instruction")
         if max_doc_tokens is not None and max_doc_tokens < 1:
             raise InputError(f"max_doc_tokens must be at least 1, got {max_doc_tokens}")
-        return Request(query_doc, tuple(docs), instruction, max_doc_tokens, truncate)
+        if chunking is None:
+            chunking = self.chunking
+        elif chunking is True:
+            chunking = self.chunking or ChunkSettings()
+        elif chunking is False:
+            chunking = None
+        return Request(query_doc, tuple(docs), instruction, max_doc_tokens, truncate, chunking)
 
     def check_document_count(self, count: int) -> None:
         """Refuse a request of more documents than :attr:`limits` allows, before any tokenization."""
@@ -196,10 +262,53 @@ class Pipeline:
 
     # -- prepare ---------------------------------------------------------------------------------------
 
-    def plan(self, request: Request) -> Plan:
-        """Tokenize a request and check it against the token and truncation limits."""
-        prepared = self.family.prepare(request.query, request.documents, instruction=request.instruction,
-                                       max_doc_tokens=request.max_doc_tokens)
+    def plan(self, request: Request, *, cache_policy: Any = None) -> Plan:
+        """Look the pairs up in the result cache, tokenize the rest, and check them against the limits."""
+        lookup = self._lookup(request, cache_policy) if self.cache is not None else None
+        scored = lookup.owned if lookup is not None else list(range(len(request.documents)))
+        documents, owners, cut = self._windows(request, scored)
+        max_pairs = self.limits.max_pairs
+        if max_pairs is not None and len(documents) > max_pairs:
+            _release(lookup)
+            raise InputTooLargeError(
+                f"the request is {len(documents)} (query, document) pairs, every chunk counted, but this server takes "
+                f"at most {max_pairs} per request (--max-pairs); send fewer documents or fewer chunks per document"
+            )
+        try:
+            prepared = self.family.prepare(request.query, documents, instruction=request.instruction,
+                                           max_doc_tokens=request.max_doc_tokens) if documents else None
+            self._check_tokens(request, prepared, [scored[o] for o in owners])
+        except BaseException:
+            _release(lookup)
+            raise
+        return Plan(request, prepared, scored, owners, cut, lookup)
+
+    def _windows(self, request: Request, scored: Sequence[int]) -> tuple[list[Document], list[int], list[bool]]:
+        """The documents to prepare: each scored one whole, or as windows when chunking is on."""
+        if request.chunking is None:
+            return [request.documents[i] for i in scored], list(range(len(scored))), [False] * len(scored)
+        settings = request.chunking
+        budget = self.family.document_budget(request.query, request.instruction)
+        if request.max_doc_tokens is not None:
+            budget = min(budget, request.max_doc_tokens)
+        documents: list[Document] = []
+        owners: list[int] = []
+        cut: list[bool] = []
+        for position, index in enumerate(scored):
+            document = request.documents[index]
+            ids = self.family.text_token_ids(document.as_text()) if document.modalities == {"text"} else []
+            spans = windows(len(ids), budget, settings.overlap, settings.max_chunks) if ids else [(0, 0)]
+            cut.append(bool(ids) and spans[-1][1] < len(ids))
+            if len(spans) == 1:
+                documents.append(document)  # fits, or is not text: scored whole, exactly as without chunking
+            else:
+                documents.extend(Document.text(self.family.decode(ids[a:b])) for a, b in spans)
+            owners.extend([position] * len(spans))
+        return documents, owners, cut
+
+    def _check_tokens(self, request: Request, prepared: PreparedRequest | None, doc_of: list[int]) -> None:
+        if prepared is None:
+            return
         cap = self.limits.max_request_tokens
         cost = sum(s.planned_cost for s in prepared.sequences)
         if cap is not None and cost > cap:
@@ -208,13 +317,12 @@ class Pipeline:
                 "(--max-request-tokens); send fewer or shorter documents"
             )
         if not request.truncate:
-            cut = [i for i, seq in enumerate(prepared.doc_sequences) if prepared.sequences[seq].truncated]
+            cut = [doc_of[i] for i, seq in enumerate(prepared.doc_sequences) if prepared.sequences[seq].truncated]
             if cut:
                 raise InputTooLargeError(
                     f"document {cut[0]} does not fit the model's {self.family.max_length}-token input "
                     f"({len(cut)} document(s) would be truncated); send truncate: true or shorter texts"
                 )
-        return Plan(request, prepared)
 
     def prepare(self, query: Any, documents: Any, **settings: Any) -> Plan:
         """:meth:`request` then :meth:`plan`: a request from raw inputs to the sequences to run."""
@@ -252,24 +360,114 @@ class Pipeline:
     # -- finish and rank -----------------------------------------------------------------------------------
 
     def finish(self, plan: Plan, outputs: np.ndarray) -> RequestScores:
-        """One request's sequence outputs → raw and normalized scores per document."""
-        raw = np.asarray(plan.prepared.finish(outputs), dtype=np.float64)
-        seqs = [plan.prepared.sequences[i] for i in plan.prepared.doc_sequences]
+        """One request's sequence outputs → raw and normalized scores per document.
+
+        Windows are aggregated into their document's raw score; cached pairs are filled in, the new
+        ones stored, and pairs that other requests were scoring are waited for (so this may block when
+        :attr:`Plan.waits`); the activation comes last.
+        """
+        n = len(plan.request.documents)
+        raw = np.zeros(n, dtype=np.float64)
+        truncated, tokens, chunks, best = [False] * n, [0] * n, [1] * n, [0] * n
+        if plan.prepared is not None:
+            window_raw = np.asarray(plan.prepared.finish(outputs), dtype=np.float64)
+            seqs = [plan.prepared.sequences[i] for i in plan.prepared.doc_sequences]
+            members: list[list[int]] = [[] for _ in plan.scored]
+            for k, owner in enumerate(plan.owners):
+                members[owner].append(k)
+            how = plan.request.chunking.aggregation if plan.request.chunking else "first"
+            for j, index in enumerate(plan.scored):
+                raw[index], best[index] = aggregate(window_raw[members[j]], how)
+                truncated[index] = plan.cut[j] or any(seqs[k].truncated for k in members[j])
+                tokens[index] = sum(len(seqs[k]) for k in members[j])
+                chunks[index] = len(members[j])
+        cached = 0
+        if plan.lookup is not None:
+            cached = self._settle(plan, raw, truncated, tokens, chunks, best)
         scores = RequestScores(
             raw=raw,
             normalized=self.family.normalize(raw),
-            truncated=[s.truncated for s in seqs],
-            tokens=[len(s) for s in seqs],
+            truncated=truncated,
+            tokens=tokens,
             total_tokens=plan.tokens,
+            chunks=chunks if plan.request.chunking else None,
+            best_chunk=best if plan.request.chunking else None,
+            cached=cached,
         )
         for observer in self.observers:
-            observer.observe(self.name, scores.raw)
+            observer.observe(scores.raw)
         return scores
+
+    # -- the result cache ---------------------------------------------------------------------------------
+
+    def _lookup(self, request: Request, policy: Any) -> "CacheLookup":
+        from rerankd.cache import DEFAULT_POLICY, InFlight, PairKeys
+
+        policy = policy or DEFAULT_POLICY
+        keys = PairKeys(self.fingerprint, request.score_settings()).keys(
+            request.query.digest(), [d.digest() for d in request.documents])
+        cacheable = [_content_addressed(d) for d in request.documents]
+        found = self.cache.lookup([k for k, ok in zip(keys, cacheable) if ok], policy=policy)
+        hits = dict(zip([i for i, ok in enumerate(cacheable) if ok], found))
+        if self._inflight is None:
+            self._inflight = InFlight()
+        misses = [i for i, ok in enumerate(cacheable) if ok and hits.get(i) is None]
+        claim = self._inflight.claim(dict.fromkeys(keys[i] for i in misses))
+        mine = set(claim.owned)
+        owned = [i for i in range(len(keys)) if not cacheable[i] or (hits.get(i) is None and keys[i] in mine)]
+        waiting = {i: keys[i] for i in misses if keys[i] in claim.waiting}
+        return CacheLookup(keys, {i: h for i, h in hits.items() if h is not None}, owned, waiting, claim, policy,
+                           cacheable)
+
+    def _settle(self, plan: Plan, raw: np.ndarray, truncated: list[bool], tokens: list[int], chunks: list[int],
+                best: list[int]) -> int:
+        """Fill in cached pairs, store the new ones, wait for those in flight elsewhere; returns hits."""
+        from rerankd.cache import CachedScore
+
+        lookup = plan.lookup
+        mine = set(lookup.claim.owned)
+        fresh = {lookup.keys[i]: CachedScore(float(raw[i]), truncated[i], tokens[i])
+                 for i in plan.scored if lookup.cacheable[i] and lookup.keys[i] in mine}
+        try:
+            self.cache.store(fresh, policy=lookup.policy)
+        finally:
+            lookup.claim.settle(fresh)  # store first: a pair is never neither in flight nor cached
+        answered = dict(lookup.hits)
+        if lookup.waiting:
+            theirs, _ = lookup.claim.wait(timeout=INFLIGHT_WAIT_S)
+            answered.update({i: theirs[k] for i, k in lookup.waiting.items() if k in theirs})
+            left = [i for i in lookup.waiting if i not in answered]
+            if left:  # their owner failed or was too slow: score them here
+                answered.update(self._score_now(plan.request, left))
+        for i, entry in answered.items():
+            raw[i], truncated[i], tokens[i] = entry.raw, entry.truncated, entry.tokens
+        return len(lookup.hits)
+
+    def _score_now(self, request: Request, indices: list[int]) -> dict[int, Any]:
+        from rerankd.cache import CachedScore
+
+        sub = Request(request.query, tuple(request.documents[i] for i in indices), request.instruction,
+                      request.max_doc_tokens, request.truncate, request.chunking)
+        uncached = copy.copy(self)
+        uncached.cache = None
+        scores = uncached.score_many([sub])[0]
+        return {i: CachedScore(float(scores.raw[j]), scores.truncated[j], scores.tokens[j]) for j, i in enumerate(indices)}
+
+    def abandon(self, plan: Plan) -> None:
+        """A planned request failed before :meth:`finish`: release its claim on in-flight pairs."""
+        _release(plan.lookup)
 
     def score_many(self, requests: Sequence[Request], progress: bool = False) -> list[RequestScores]:
         """Several requests at once (offline): their sequences share batches."""
-        plans = [self.plan(r) for r in requests]
-        outputs = self.execute([seq for p in plans for seq in p.sequences], progress=progress)
+        plans: list[Plan] = []
+        try:
+            for r in requests:
+                plans.append(self.plan(r))
+            outputs = self.execute([seq for p in plans for seq in p.sequences], progress=progress)
+        except BaseException:
+            for plan in plans:
+                self.abandon(plan)
+            raise
         results, start = [], 0
         for plan in plans:
             end = start + len(plan.sequences)
@@ -293,11 +491,42 @@ class Pipeline:
                 truncated=scores.truncated[i],
                 tokens=scores.tokens[i],
                 document=_returned(request.documents[i]) if return_documents else None,
+                chunks=scores.chunks[i] if scores.chunks else 1,
+                best_chunk=scores.best_chunk[i] if scores.best_chunk else 0,
             )
             for i in order
         ]
         return RerankResult(query=_returned(request.query), results=results, model=self.name,
                             total_tokens=scores.total_tokens)
+
+
+#: How long a request waits for pairs another request is scoring before it scores them itself.
+INFLIGHT_WAIT_S = 30.0
+
+
+@dataclass
+class CacheLookup:
+    """What the result cache said of one request's pairs, and the in-flight claim on its misses."""
+
+    keys: list[str]
+    hits: dict[int, Any]
+    owned: list[int]
+    waiting: dict[int, str]
+    claim: Any
+    policy: Any
+    cacheable: list[bool]
+
+
+def _release(lookup: CacheLookup | None) -> None:
+    """Give up a request's in-flight claim (it failed before scoring): waiters score the pairs themselves."""
+    if lookup is not None:
+        lookup.claim.fail(InputError("the request that was scoring these pairs failed"))
+
+
+def _content_addressed(document: Document) -> bool:
+    """Whether a document's digest covers its content: text and in-memory media, not paths or URLs."""
+    return all(p.modality == "text" or not isinstance(p.value, str) and not hasattr(p.value, "__fspath__")
+               for p in document.parts)
 
 
 def _returned(document: Document) -> Any:

@@ -21,6 +21,9 @@ class ScoredDocument:
     truncated: bool = False
     tokens: int = 0
     document: Any = None
+    #: With chunking: how many windows the document was scored as, and which one decided its score.
+    chunks: int = 1
+    best_chunk: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ cross-encoder, the pooling of a bi-encoder, the yes−no logits at the last posi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

@@ -37,6 +37,25 @@ def register(sub: Any) -> None:
                         help="how long to wait for more requests to merge into a part-full batch")
     parser.add_argument("--tokenize-workers", type=int, default=defaults.tokenize_workers,
                         help="threads tokenizing requests off the event loop")
+    parser.add_argument("--max-pairs", type=int, default=defaults.max_pairs,
+                        help="(query, document window) pairs per request, every chunk counted")
+    parser.add_argument("--long-documents", choices=["truncate", "chunk"], default=defaults.long_documents,
+                        help="documents longer than the model's input: keep their start, or score them as windows "
+                             "(the best counts); a request may ask for chunks itself (max_chunks_per_doc)")
+    cache = parser.add_argument_group("result cache (pairs already scored are answered without inference)")
+    cache.add_argument("--cache", choices=["off", "memory", "redis"], default="off",
+                       help="memory: an LRU in this process; redis: that LRU in front of a shared Redis")
+    cache.add_argument("--cache-size", type=int, default=defaults.cache.size, help="entries in the in-process LRU")
+    cache.add_argument("--redis-url", default=None, help="redis://host:port/db for --cache redis")
+    cache.add_argument("--cache-ttl", type=int, default=defaults.cache.ttl_s, metavar="SECONDS",
+                       help="how long Redis keeps an entry")
+    cache.add_argument("--redis-timeout-ms", type=float, default=defaults.cache.timeout_ms,
+                       help="a Redis read slower than this is a miss, never an error")
+    cache.add_argument("--cache-namespace", default=defaults.cache.namespace,
+                       help="key prefix in Redis (rerankd:<namespace>:), to share or separate deployments")
+    from rerankd.drift.options import add_drift_arguments
+
+    add_drift_arguments(parser)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
     parser.set_defaults(run=run)
@@ -60,13 +79,18 @@ def parse_model_spec(spec: str) -> tuple[str | None, str]:
 
 
 def settings_from(args: argparse.Namespace) -> Any:
+    from rerankd.cache import CacheSettings
+    from rerankd.drift.options import drift_settings_from
     from rerankd.server.settings import ServerSettings
 
     try:
+        cache = CacheSettings(mode=args.cache, size=args.cache_size, redis_url=args.redis_url, ttl_s=args.cache_ttl,
+                              timeout_ms=args.redis_timeout_ms, namespace=args.cache_namespace)
         return ServerSettings(
             host=args.host, port=args.port, api_key=args.api_key or None, max_documents=args.max_documents,
             max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens, max_queue=args.max_queue,
             max_wait_ms=args.max_wait_ms, tokenize_workers=args.tokenize_workers, log_requests=not args.no_access_log,
+            max_pairs=args.max_pairs, long_documents=args.long_documents, cache=cache, drift=drift_settings_from(args),
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc

@@ -190,6 +190,18 @@ class Family(ABC):
         The documents hold only the modalities in :attr:`modalities` (the pipeline checked).
         """
 
+    def document_budget(self, query: Document, instruction: str | None = None) -> int:
+        """Tokens of a document's own text that fit one sequence beside this query (for chunking)."""
+        return self.max_length
+
+    def text_token_ids(self, text: str) -> list[int]:
+        """A text's tokens, no special tokens (what document windows are cut from)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids back to text (a document window, re-tokenized with its prompt by :meth:`prepare`)."""
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
+
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         """The model's activation: raw scores → normalized relevance scores."""
         return ACTIVATIONS[self.activation](raw)

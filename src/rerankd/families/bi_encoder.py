@@ -87,6 +87,9 @@ class BiEncoderFamily(Family):
         sequences = self.encode_texts([query.as_text()]) + self.encode_texts([d.as_text() for d in documents], max_doc_tokens)
         return PreparedRequest(sequences, list(range(1, len(sequences))), cosine_to_first)
 
+    def document_budget(self, query: Document, instruction: str | None = None) -> int:
+        return self.max_length - self._n_special
+
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "pooling": self.pooling, "normalize": self.normalize_embeddings}
 

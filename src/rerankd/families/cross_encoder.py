@@ -88,6 +88,9 @@ class CrossEncoderFamily(Family):
         sequences = self._encode_with_specials([d.as_text() for d in documents], budget, first=q, type_ids=self._type_ids)
         return PreparedRequest(sequences, list(range(len(sequences))), scalar_outputs)
 
+    def document_budget(self, query: Document, instruction: str | None = None) -> int:
+        return self.max_length - self._n_special - len(self.text_token_ids(query.as_text()))
+
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "labels": self.num_labels}
 

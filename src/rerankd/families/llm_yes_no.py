@@ -81,6 +81,11 @@ class LlmYesNoFamily(Family):
             sequences.append(Encoded(self.prefix_ids + tuple(ids[:budget]) + self.suffix_ids, None, truncated))
         return PreparedRequest(sequences, list(range(len(sequences))), scalar_outputs)
 
+    def document_budget(self, query: Document, instruction: str | None = None) -> int:
+        head = self.tokenizer.encode(format_body(instruction or self.default_instruction, query.as_text(), ""),
+                                     add_special_tokens=False)
+        return self.max_length - len(self.prefix_ids) - len(self.suffix_ids) - len(head.ids)
+
     def _cut_documents(self, documents: Sequence[str], max_tokens: int) -> tuple[list[str], list[bool]]:
         texts, cut = [], []
         for document, enc in zip(documents, self._encode_plain(documents)):

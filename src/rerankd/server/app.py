@@ -163,7 +163,7 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
         ctx.tei = isinstance(body, TeiRerankRequest)
         params = body.to_params()
         ctx.model, ctx.documents = params.model or service.default_model, len(params.documents)
-        name, result = await unless_disconnected(request.receive, service.rerank(params))
+        name, result = await unless_disconnected(request.receive, service.rerank(params, cache_policy(request)))
         ctx.model, ctx.tokens = name, result.total_tokens
         if ctx.tei:
             return JSONResponse(tei_response(result, params))
@@ -182,7 +182,7 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
         ctx: RequestContext = request.state.ctx
         params = body.to_params()
         ctx.model, ctx.documents = params.model or service.default_model, len(params.pairs)
-        name, values, tokens = await unless_disconnected(request.receive, service.score_pairs(params))
+        name, values, tokens = await unless_disconnected(request.receive, service.score_pairs(params, cache_policy(request)))
         ctx.model, ctx.tokens = name, tokens
         return JSONResponse(score_response(ctx.id, name, values, tokens, int(time.time())))
 
@@ -215,6 +215,23 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
     async def metrics_route() -> Response:
         content, content_type = metrics.render()
         return Response(content, media_type=content_type)
+
+    if service.cache is not None:
+        from rerankd.cache.metrics import register_cache_metrics
+
+        register_cache_metrics(service.cache, metrics.registry)
+    if service.drift:
+        from rerankd.drift import DriftCollector
+
+        metrics.registry.register(DriftCollector(service.drift))
+
+    def cache_policy(request: Request) -> Any:
+        """``Cache-Control: no-cache`` reads through the cache, ``no-store`` writes nothing."""
+        if service.cache is None:
+            return None
+        from rerankd.cache import CachePolicy
+
+        return CachePolicy.from_cache_control(request.headers.get("cache-control"))
 
     known_paths = {route.path for route in app.routes}
     app.add_middleware(RequestGuard, settings=settings, metrics=metrics, render_error=error_response,

@@ -38,6 +38,8 @@ class RerankParams:
     max_doc_tokens: int | None = None
     #: False: a document that does not fit is an error (TEI's ``truncate: false``), not silently cut.
     truncate: bool = True
+    #: Long documents as windows: settings, False (truncate), or None (the server's --long-documents).
+    chunking: Any = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,34 @@ def _document_of(index: int, document: str | dict[str, Any], rank_fields: list[s
     )
 
 
+class ChunkingOptions(BaseModel):
+    """rerankd's extension object: score long documents as token windows (see rerankd.chunking)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_chunks: int = Field(10, ge=1, le=1000, description="windows per document at most")
+    overlap: int = Field(0, ge=0, description="tokens shared by neighbouring windows")
+    aggregation: Literal["max", "first", "mean"] = Field("max", description="how window scores become the document's")
+
+    def to_settings(self) -> Any:
+        from rerankd.chunking import ChunkSettings
+
+        return ChunkSettings(self.max_chunks, self.overlap, self.aggregation)
+
+
+def chunking_of(options: bool | ChunkingOptions | None, max_chunks_per_doc: int | None) -> Any:
+    """A request's long-document choice: its own options, Cohere's ``max_chunks_per_doc``, or the server's."""
+    from rerankd.chunking import ChunkSettings
+
+    if isinstance(options, ChunkingOptions):
+        return options.to_settings()
+    if options is not None:
+        return bool(options)
+    if max_chunks_per_doc is not None:
+        return ChunkSettings(max_chunks=max_chunks_per_doc)
+    return None
+
+
 # -- requests -----------------------------------------------------------------------------------------
 
 
@@ -99,6 +129,10 @@ class RerankRequest(BaseModel):
     instruction: str | None = Field(None, description="task instruction for LLM rerankers")
     raw_scores: bool = Field(False, description="return the model's raw score (logit) instead of the normalized one")
     rank_fields: list[str] | None = Field(None, description="Cohere v1: which fields of object documents to rank on")
+    max_chunks_per_doc: int | None = Field(None, ge=1, le=1000,
+                                           description="Cohere v1: score long documents as up to N windows, keep the best")
+    chunking: Union[bool, ChunkingOptions, None] = Field(
+        None, description="rerankd: long documents as windows ({max_chunks, overlap, aggregation}), or false to truncate")
 
     def to_params(self) -> RerankParams:
         texts = [_document_of(i, d, self.rank_fields) for i, d in enumerate(self.documents)]
@@ -108,6 +142,7 @@ class RerankRequest(BaseModel):
             top_n=self.top_n if self.top_n is not None else self.top_k,
             return_documents=self.return_documents, raw_scores=self.raw_scores,
             instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc,
+            chunking=chunking_of(self.chunking, self.max_chunks_per_doc),
         )
 
 

@@ -9,7 +9,6 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from rerankd.engine import Reranker
@@ -46,8 +45,26 @@ class RerankService:
         self.metrics = metrics
         self.ready = False
         self.created = int(time.time())
-        limits = RequestLimits(max_documents=settings.max_documents, max_request_tokens=settings.max_request_tokens)
-        self.pipelines: dict[str, Pipeline] = {name: engine.pipeline.with_limits(limits) for name, engine in self.engines.items()}
+        from rerankd.cache import build_cache
+        from rerankd.chunking import ChunkSettings
+        from rerankd.drift import monitors_for
+
+        limits = RequestLimits(max_documents=settings.max_documents, max_request_tokens=settings.max_request_tokens,
+                               max_pairs=settings.max_pairs)
+        fingerprints = {name: engine.fingerprint() for name, engine in self.engines.items()}
+        #: One result cache for every served model (keys hold each model's fingerprint); None when off.
+        self.cache = build_cache(settings.cache)
+        for warning in getattr(self.cache, "warnings", ()):
+            log.warning("result cache: %s", warning)
+        #: Score-drift monitors per served model (empty when --no-drift).
+        self.drift = monitors_for(settings.drift, {name: (fingerprints[name], engine.family.kind)
+                                                   for name, engine in self.engines.items()})
+        chunking = ChunkSettings() if settings.long_documents == "chunk" else None
+        self.pipelines: dict[str, Pipeline] = {
+            name: engine.pipeline.with_limits(limits, observers=[self.drift[name]] if name in self.drift else [],
+                                              cache=self.cache, fingerprint=fingerprints[name], chunking=chunking)
+            for name, engine in self.engines.items()
+        }
         self.schedulers = {
             name: BatchScheduler(pipeline, name=name, max_wait_s=settings.max_wait_ms / 1000.0,
                                  max_queue=settings.max_queue, observer=metrics)
@@ -82,6 +99,8 @@ class RerankService:
         for scheduler in self.schedulers.values():
             scheduler.close()
         self._pool.shutdown(wait=True)
+        if self.cache is not None:
+            self.cache.close()
 
     # -- scoring -------------------------------------------------------------------------------------
 
@@ -103,30 +122,41 @@ class RerankService:
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
         truncate: bool = True,
+        chunking: Any = None,
+        cache_policy: Any = None,
     ) -> tuple[Request, RequestScores]:
-        """One request through its model's pipeline: validated and tokenized in the pool, inferred in shared batches."""
+        """One request through its model's pipeline: validated, looked up in the result cache and tokenized
+        in the pool (a Redis lookup may block up to its timeout), inferred in shared batches, finished."""
         pipeline = self.pipelines[name]
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
 
         def plan() -> Any:
             request = pipeline.request(query, documents, instruction=instruction, max_doc_tokens=max_doc_tokens,
-                                       truncate=truncate)
-            return pipeline.plan(request)
+                                       truncate=truncate, chunking=chunking)
+            return pipeline.plan(request, cache_policy=cache_policy)
 
-        planned = await asyncio.get_running_loop().run_in_executor(self._pool, plan)
+        planned = await loop.run_in_executor(self._pool, plan)
         self.metrics.tokenized(name, time.perf_counter() - started)
-        outputs = await self.schedulers[name].submit(planned.sequences)
-        scores = pipeline.finish(planned, outputs)
+        try:
+            outputs = await self.schedulers[name].submit(planned.sequences)
+            # Waiting on pairs another request is scoring blocks: do it off the event loop.
+            scores = (await loop.run_in_executor(self._pool, pipeline.finish, planned, outputs) if planned.waits
+                      else pipeline.finish(planned, outputs))
+        except BaseException:
+            pipeline.abandon(planned)
+            raise
         self.metrics.scored(name, len(planned.request.documents), planned.tokens)
         return planned.request, scores
 
-    async def rerank(self, params: RerankParams) -> tuple[str, RerankResult]:
+    async def rerank(self, params: RerankParams, cache_policy: Any = None) -> tuple[str, RerankResult]:
         name = self.resolve(params.model)
         request, scores = await self.score(name, params.query, params.documents, instruction=params.instruction,
-                                           max_doc_tokens=params.max_doc_tokens, truncate=params.truncate)
+                                           max_doc_tokens=params.max_doc_tokens, truncate=params.truncate,
+                                           chunking=params.chunking, cache_policy=cache_policy)
         return name, self.pipelines[name].rank(request, scores, top_n=params.top_n)
 
-    async def score_pairs(self, params: ScoreParams) -> tuple[str, list[float], int]:
+    async def score_pairs(self, params: ScoreParams, cache_policy: Any = None) -> tuple[str, list[float], int]:
         """vLLM ``/score``: one score per pair in input order, pairs grouped by query to share tokenization."""
         name = self.resolve(params.model)
         self.pipelines[name].check_document_count(len(params.pairs))
@@ -135,7 +165,7 @@ class RerankService:
             groups.setdefault(query, []).append(i)
         results = await asyncio.gather(*(
             self.score(name, query, [params.pairs[i][1] for i in rows], instruction=params.instruction,
-                       max_doc_tokens=params.max_doc_tokens)
+                       max_doc_tokens=params.max_doc_tokens, cache_policy=cache_policy)
             for query, rows in groups.items()
         ))
         values = [0.0] * len(params.pairs)
@@ -176,6 +206,8 @@ def _result_items(result: RerankResult, params: RerankParams, score_key: str, do
         item: dict[str, Any] = {"index": r.index, score_key: r.raw_score if params.raw_scores else r.score}
         if params.return_documents:  # only then: a null document breaks strict clients
             item[document_key] = documents[r.index]
+        if params.chunking:  # only for requests that asked for chunks: how many, and which one won
+            item["chunks"], item["best_chunk"] = r.chunks, r.best_chunk
         items.append(item)
     return items
 

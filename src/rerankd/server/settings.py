@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from rerankd.cache.config import CacheSettings
+from rerankd.drift.settings import DriftSettings
 from rerankd.errors import InputError
+
+LONG_DOCUMENTS = ("truncate", "chunk")
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,11 @@ class ServerSettings:
         max_wait_ms: how long the inference worker waits for more requests before running a part-full batch.
         tokenize_workers: threads that tokenize requests off the event loop.
         log_requests: one JSON log line per request.
+        max_pairs: (query, document window) pairs per request, every chunk counted; more is answered 413.
+        long_documents: ``truncate`` (keep the start) or ``chunk`` (score windows, keep the best) by
+            default; a request may ask for chunking itself (Cohere's ``max_chunks_per_doc``).
+        cache: the result cache (off by default).
+        drift: the score-drift monitor (on by default).
 
     Example:
         >>> ServerSettings(max_documents=100).max_documents
@@ -38,9 +47,15 @@ class ServerSettings:
     max_wait_ms: float = 2.0
     tokenize_workers: int = 2
     log_requests: bool = True
+    max_pairs: int = 10_000
+    long_documents: str = "truncate"
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     def __post_init__(self) -> None:
-        for name in ("max_documents", "max_body_bytes", "max_request_tokens", "max_queue", "tokenize_workers"):
+        if self.long_documents not in LONG_DOCUMENTS:
+            raise InputError(f"long_documents must be one of {', '.join(LONG_DOCUMENTS)}, got {self.long_documents!r}")
+        for name in ("max_documents", "max_body_bytes", "max_request_tokens", "max_queue", "tokenize_workers", "max_pairs"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:

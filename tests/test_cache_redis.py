@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,75 +18,14 @@ from typing import Any, Iterator
 
 import pytest
 
+from redis_server import REDIS_SERVER, SKIP_REASON, RedisServer
+
 from rerankd.cache import CachedScore, CacheSettings, MemoryCache, RedisTier, ResultCache, build_cache, connect
 
 redis = pytest.importorskip("redis", reason="the redis tier needs redis-py: pip install 'rerankd[cache]'")
-REDIS_SERVER = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed "
-                                "(Debian: apt-get install redis-server; .ci/run installs it)")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason=SKIP_REASON)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TIMEOUT_MS = 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """One redis-server process on 127.0.0.1, started and stopped by a test."""
-
-    def __init__(self, workdir: Path, *args: str, port: int | None = None) -> None:
-        self.workdir = workdir
-        self.args = args
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisServer":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.workdir), "--loglevel", "warning", *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.RedisError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.02)
-        client.close()
-        return self
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(5)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)       # a paused server cannot act on SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def client(self) -> Any:
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +79,8 @@ def test_two_instances_share_hits(shared_redis: RedisServer) -> None:
 
 CHILD = """
 import json, sys
+from redis_server import REDIS_SERVER, SKIP_REASON, RedisServer, free_port
+
 from rerankd.cache import CachedScore, CacheSettings, build_cache
 cache = build_cache(CacheSettings(mode="redis", redis_url=sys.argv[1], namespace="procs", timeout_ms=500))
 found = cache.lookup([f"parent{i}" for i in range(50)])

@@ -103,6 +103,15 @@ def test_mismatched_score_cache_is_refused(uninterrupted: Path, bert_ce: Path, c
     assert "max_length=512 but this run has max_length=128" in err and "another output folder" in err, err
 
 
+def test_chunked_eval_keys_its_cache_by_the_chunking(uninterrupted: Path, bert_ce: Path, cache_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # The same cache file scored without chunking is refused for a chunked run, naming the field.
+    assert main(run_args(bert_ce, uninterrupted, cache_dir, "--chunking", "max_chunks=3,overlap=8")) == 2
+    assert "chunking=None but this run has chunking=" in capsys.readouterr().err
+    assert main(run_args(bert_ce, uninterrupted, cache_dir, "--chunking", "max_chunks=x")) == 2
+    assert "must be a whole number" in capsys.readouterr().err
+
+
 def test_compare_puts_quality_and_speed_in_one_table(tmp_path: Path, bert_ce: Path, bi_encoder: Path, cache_dir: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "compare"

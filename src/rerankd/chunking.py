@@ -55,6 +55,27 @@ class ChunkSettings:
         return {"max_chunks": self.max_chunks, "overlap": self.overlap, "aggregation": self.aggregation}
 
 
+def parse_chunking(spec: str) -> ChunkSettings:
+    """``"on"`` or ``"max_chunks=10,overlap=32,aggregation=max"`` (any subset) → settings.
+
+    Example:
+        >>> parse_chunking("max_chunks=4,aggregation=mean")
+        ChunkSettings(max_chunks=4, overlap=0, aggregation='mean')
+    """
+    fields: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        if item in ("on", "true", "yes"):
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("max_chunks", "overlap", "aggregation"):
+            raise InputError(f"chunking setting {item!r} is not max_chunks=N, overlap=N or aggregation=max|first|mean")
+        try:
+            fields[key] = value if key == "aggregation" else int(value)
+        except ValueError:
+            raise InputError(f"chunking setting {key} must be a whole number, got {value!r}") from None
+    return ChunkSettings(**fields)  # type: ignore[arg-type]
+
+
 def windows(length: int, window: int, overlap: int, max_chunks: int) -> list[tuple[int, int]]:
     """Token ranges [start, end) of the windows over ``length`` tokens, in order, covering them all
     (unless ``max_chunks`` stops first)."""

@@ -46,9 +46,13 @@ def read_scores(path: str | Path) -> Scores:
     return scores
 
 
-def score_settings(reranker: Any, *, instruction: str | None = None, max_doc_tokens: int | None = None) -> dict[str, Any]:
+def score_settings(reranker: Any, *, instruction: str | None = None, max_doc_tokens: int | None = None,
+                   chunking: Any = None) -> dict[str, Any]:
     """What decides a reranker's scores on one run: its fingerprint and the per-call settings."""
-    return {**reranker.fingerprint(), "instruction": instruction, "max_doc_tokens": max_doc_tokens}
+    settings = {**reranker.fingerprint(), "instruction": instruction, "max_doc_tokens": max_doc_tokens}
+    if chunking is not None:  # absent otherwise, so caches written before chunking existed stay valid
+        settings["chunking"] = chunking.settings()
+    return settings
 
 
 class ScoreCache:

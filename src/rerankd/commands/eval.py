@@ -77,6 +77,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated (default {DEFAULT_METRICS})")
     out.add_argument("--chunk-pairs", type=int, default=1024, help="pairs scored and cached per step (default 1024)")
     out.add_argument("--instruction", default=None, help="task instruction (LLM rerankers)")
+    out.add_argument("--chunking", default=None, metavar="SPEC",
+                     help="score long documents as windows: 'on' or 'max_chunks=10,overlap=32,aggregation=max' "
+                          "(default: truncate them)")
     out.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -147,6 +150,7 @@ def run_one(args: argparse.Namespace) -> int:
     evaluation = evaluate_candidates(
         data, label, candidates, [candidate], out_dir=args.out, depth=args.top_k, metrics=metrics,
         chunk_pairs=args.chunk_pairs, instruction=args.instruction, progress=not args.no_progress, rerankers=[reranker],
+        chunking=_chunking(args),
     )
     return _finish(evaluation, args)
 
@@ -160,7 +164,7 @@ def run_compare(args: argparse.Namespace) -> int:
     evaluation = evaluate_candidates(
         data, label, candidates, specs, out_dir=args.out, depth=args.top_k, metrics=metrics,
         chunk_pairs=args.chunk_pairs, batch_tokens=args.batch_tokens, throughput_pairs=args.throughput_pairs,
-        repeats=args.repeats, instruction=args.instruction, progress=not args.no_progress,
+        repeats=args.repeats, instruction=args.instruction, progress=not args.no_progress, chunking=_chunking(args),
     )
     return _finish(evaluation, args)
 
@@ -189,3 +193,9 @@ def run_score(args: argparse.Namespace) -> int:
         print("| " + " | ".join([Path(path).name, str(result.queries), *(f"{result.mean[m]:.4f}" for m in metrics),
                                  test.summary() if test else "—"]) + " |")
     return 0
+
+
+def _chunking(args: argparse.Namespace) -> Any:
+    from rerankd.chunking import parse_chunking
+
+    return parse_chunking(args.chunking) if getattr(args, "chunking", None) else None

@@ -133,6 +133,7 @@ def evaluate_candidates(
     instruction: str | None = None,
     progress: bool = True,
     rerankers: Sequence[Any] | None = None,
+    chunking: Any = None,
 ) -> Evaluation:
     """Rerank ``first_run``'s top-``depth`` with every candidate and measure it all.
 
@@ -149,7 +150,7 @@ def evaluate_candidates(
                          evaluate(data.qrels, first_cut, metrics))
     loaded = list(rerankers) if rerankers is not None else []
     loaded += [candidate.load(batch_tokens) for candidate in candidates[len(loaded):]]
-    settings = [score_settings(reranker, instruction=instruction) for reranker in loaded]
+    settings = [score_settings(reranker, instruction=instruction, chunking=chunking) for reranker in loaded]
     labels = [c.title_for(s["dtype"]) for c, s in zip(candidates, settings)]
     if len(set(labels)) != len(labels):
         raise InputError(f"two candidates share a label ({labels}); give each a distinct label=...")
@@ -157,7 +158,7 @@ def evaluate_candidates(
     for reranker, label, setting in zip(loaded, labels, settings):
         outcome = rerank(reranker, data.queries, data.corpus, first_cut, depth=depth, chunk_pairs=chunk_pairs,
                          cache_path=out / "scores" / f"{slug(label)}.jsonl", instruction=instruction,
-                         progress=progress, label=label)
+                         progress=progress, label=label, chunking=chunking)
         systems.append(SystemResult(label, setting, outcome.run, evaluate(data.qrels, outcome.run, metrics),
                                     outcome.pairs_per_s))
     note = "pairs/s of the rerank itself (cached pairs not timed)"

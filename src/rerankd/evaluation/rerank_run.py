@@ -94,6 +94,7 @@ def rerank(
     max_doc_tokens: int | None = None,
     progress: bool = True,
     label: str = "rerank",
+    chunking: Any = None,
 ) -> RerankOutcome:
     """Rerank each query's top-``depth`` candidates; returns raw model scores (higher is better).
 
@@ -111,7 +112,7 @@ def rerank(
             raise InputError(f"the candidates of query {qid!r} name document {missing[0]!r}, which is not in the corpus")
     cache = None
     if cache_path is not None:
-        header = {**score_settings(reranker, instruction=instruction, max_doc_tokens=max_doc_tokens),
+        header = {**score_settings(reranker, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking),
                   "data": data_fingerprint({q: queries[q] for q in lists}, corpus)}
         cache = ScoreCache(cache_path, header)
     qids = sorted(lists)
@@ -128,7 +129,8 @@ def rerank(
             if not todo:
                 continue
             start = time.perf_counter()
-            chunk = _score_chunk(reranker, queries, corpus, {q: lists[q] for q in todo}, instruction, max_doc_tokens, memo)
+            chunk = _score_chunk(reranker, queries, corpus, {q: lists[q] for q in todo}, instruction, max_doc_tokens, memo,
+                                 chunking)
             seconds += time.perf_counter() - start
             if cache is not None:
                 cache.add(chunk)
@@ -147,14 +149,15 @@ def _score_chunk(
     instruction: str | None,
     max_doc_tokens: int | None,
     memo: dict[str, np.ndarray],
+    chunking: Any = None,
 ) -> Run:
     texts = {q: [d for d in docs if corpus[d].full_text.strip()] for q, docs in lists.items()}
     qids = [q for q in lists if texts[q]]
-    if reranker.family.kind == "bi-encoder":
+    if reranker.family.kind == "bi-encoder" and chunking is None:
         raw = _bi_encoder_scores(reranker, queries, corpus, {q: texts[q] for q in qids}, max_doc_tokens, memo)
     else:
         results = reranker.score_many([queries[q] for q in qids], [[corpus[d].full_text for d in texts[q]] for q in qids],
-                                      instruction=instruction, max_doc_tokens=max_doc_tokens)
+                                      instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking or False)
         raw = {q: r.raw for q, r in zip(qids, results)}
     chunk: Run = {}
     for qid, docs in lists.items():

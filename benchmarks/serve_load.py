@@ -101,9 +101,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model_dir: Path, port: int, max_wait_ms: float) -> subprocess.Popen[bytes]:
+def start_server(model_dir: Path, port: int, max_wait_ms: float, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "rerankd.cli", "serve", "--model", f"minilm={model_dir}", "--port", str(port),
-           "--no-access-log", "--log-level", "warning", "--max-wait-ms", str(max_wait_ms)]
+           "--no-access-log", "--log-level", "warning", "--max-wait-ms", str(max_wait_ms), *extra]
     proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + 120
     while True:

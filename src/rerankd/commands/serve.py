@@ -56,6 +56,9 @@ def register(sub: Any) -> None:
     from rerankd.drift.options import add_drift_arguments
 
     add_drift_arguments(parser)
+    parser.add_argument("--strict-model-names", action="store_true",
+                        help="with one model served, answer a request naming another model with 404 (by default "
+                             "any name is served by it, so clients' own default names work)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
     parser.set_defaults(run=run)
@@ -91,6 +94,7 @@ def settings_from(args: argparse.Namespace) -> Any:
             max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens, max_queue=args.max_queue,
             max_wait_ms=args.max_wait_ms, tokenize_workers=args.tokenize_workers, log_requests=not args.no_access_log,
             max_pairs=args.max_pairs, long_documents=args.long_documents, cache=cache, drift=drift_settings_from(args),
+            strict_model_names=args.strict_model_names,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc

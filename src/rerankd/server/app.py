@@ -28,10 +28,20 @@ require("prometheus_client")
 from fastapi import Body, FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
-from pydantic import Discriminator, Tag  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from rerankd.engine import Reranker  # noqa: E402
+from rerankd.server.dialects import (  # noqa: E402
+    DIALECT_TAGS,
+    MixedbreadRerankRequest,
+    MixedbreadRerankResponse,
+    RerankBody,
+    ScoreBody,
+    TextPairsRequest,
+    VoyageRerankRequest,
+    VoyageRerankResponse,
+    pairs_rerank_response,
+)
 from rerankd.errors import RerankdError  # noqa: E402
 from rerankd.server.errors import (  # noqa: E402
     MalformedBodyError,
@@ -47,9 +57,7 @@ from rerankd.server.metrics import ServerMetrics  # noqa: E402
 from rerankd.server.protocol import (  # noqa: E402
     ErrorResponse,
     ModelList,
-    RerankRequest,
     RerankResponse,
-    ScoreRequest,
     ScoreResponse,
     TeiErrorResponse,
     TeiRerankRequest,
@@ -64,23 +72,15 @@ log = logging.getLogger("rerankd.server")
 
 #: Routes anyone may call, even with --api-key set: probes, metrics scrapers, the API docs.
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
-RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank")
+#: /v1/reranking is Mixedbread's (and llama.cpp's) path; the body still says which dialect it is.
+RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank", "/v1/reranking")
+#: Always answered in Voyage's shape, for Voyage clients whose body carries none of Voyage's own fields.
+VOYAGE_PATH = "/voyage/v1/rerank"
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": why}
     for status, why in {401: "missing or wrong API key", 404: "unknown model", 413: "over a size limit",
                         422: "invalid request", 429: "overloaded, retry later", 500: "server error"}.items()
 }
-
-
-def _dialect(body: Any) -> str:
-    return "tei" if is_tei_body(body) or isinstance(body, TeiRerankRequest) else "rerank"
-
-
-#: One body for every rerank route: TEI's when it sends "texts", the Cohere/Jina/vLLM one otherwise.
-RerankBody = Annotated[
-    Union[Annotated[TeiRerankRequest, Tag("tei")], Annotated[RerankRequest, Tag("rerank")]],
-    Discriminator(_dialect),
-]
 
 
 @dataclass
@@ -120,7 +120,8 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
             await asyncio.to_thread(service.close)
 
     app = FastAPI(title="rerankd", version=_version(), lifespan=lifespan,
-                  description="Reranking over the Cohere, Jina, TEI and vLLM APIs, with dynamic batching.")
+                  description="Reranking over the Cohere, Jina, TEI, vLLM, Voyage and Mixedbread APIs, "
+                              "with dynamic batching.")
     app.state.service = service
     app.state.metrics = metrics
     app.state.settings = settings
@@ -156,10 +157,14 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
             return error_response(request, MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}"))
         return error_response(request, RequestValidationFailed(str(exc.detail)))
 
-    # -- rerank: Cohere v1/v2, Jina, vLLM, Infinity, and TEI when the body sends "texts" ---------------
+    # -- rerank: Cohere v1/v2, Jina, vLLM, Infinity; TEI, Voyage, Mixedbread, text_pairs by their fields --
 
     async def rerank(request: Request, body: Annotated[RerankBody, Body()]) -> Response:
         ctx: RequestContext = request.state.ctx
+        if isinstance(body, TextPairsRequest):  # one score per pair, in input order
+            name, values, tokens = await scored_pairs(request, body)
+            version = "2" if request.url.path.startswith("/v2") else "1"
+            return JSONResponse(pairs_rerank_response(ctx.id, name, values, tokens, len(values), version))
         ctx.tei = isinstance(body, TeiRerankRequest)
         params = body.to_params()
         ctx.model, ctx.documents = params.model or service.default_model, len(params.documents)
@@ -167,24 +172,36 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
         ctx.model, ctx.tokens = name, result.total_tokens
         if ctx.tei:
             return JSONResponse(tei_response(result, params))
+        if isinstance(body, (VoyageRerankRequest, MixedbreadRerankRequest)):
+            return JSONResponse(body.answer(name, result, params))
         version = "2" if request.url.path.startswith("/v2") else "1"
         return JSONResponse(rerank_response(ctx.id, name, result, params, version))
 
     for path in RERANK_PATHS:
         app.add_api_route(path, rerank, methods=["POST"], tags=["rerank"], summary="Rerank documents against a query",
-                          responses={200: {"model": Union[RerankResponse, TeiRerankResponse]}, **_ERROR_RESPONSES,
+                          responses={200: {"model": Union[RerankResponse, TeiRerankResponse, VoyageRerankResponse,
+                                                           MixedbreadRerankResponse]}, **_ERROR_RESPONSES,
                                      "4XX": {"model": TeiErrorResponse,
                                              "description": "TEI-shaped requests (they send texts) get TEI's error shape"}})
 
-    @app.post("/score", tags=["rerank"], summary="vLLM score: text_1 against text_2",
-              responses={200: {"model": ScoreResponse}, **_ERROR_RESPONSES})
-    async def score(request: Request, body: ScoreRequest) -> Response:
+    @app.post(VOYAGE_PATH, tags=["rerank"], summary="Voyage rerank, whatever fields the body carries",
+              responses={200: {"model": VoyageRerankResponse}, **_ERROR_RESPONSES})
+    async def rerank_voyage(request: Request, body: VoyageRerankRequest) -> Response:
+        return await rerank(request, body)
+
+    async def scored_pairs(request: Request, body: Any) -> tuple[str, list[float], int]:
         ctx: RequestContext = request.state.ctx
         params = body.to_params()
         ctx.model, ctx.documents = params.model or service.default_model, len(params.pairs)
         name, values, tokens = await unless_disconnected(request.receive, service.score_pairs(params, cache_policy(request)))
         ctx.model, ctx.tokens = name, tokens
-        return JSONResponse(score_response(ctx.id, name, values, tokens, int(time.time())))
+        return name, values, tokens
+
+    @app.post("/score", tags=["rerank"], summary="vLLM score: text_1 against text_2, or text_pairs",
+              responses={200: {"model": ScoreResponse}, **_ERROR_RESPONSES})
+    async def score(request: Request, body: Annotated[ScoreBody, Body()]) -> Response:
+        name, values, tokens = await scored_pairs(request, body)
+        return JSONResponse(score_response(request.state.ctx.id, name, values, tokens, int(time.time())))
 
     # -- models, probes, metrics ----------------------------------------------------------------------
 
@@ -372,7 +389,7 @@ def _validation_error(exc: Any) -> Exception:
         return MalformedBodyError(f"the request body is not valid JSON ({detail}); send a JSON object")
     parts = []
     for e in errors[:5]:
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "tei", "rerank")]
+        loc = [str(p) for p in e.get("loc", ()) if p != "body" and p not in DIALECT_TAGS]
         where = ".".join(loc) or "body"
         parts.append(f"{where}: {e.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""

@@ -70,6 +70,7 @@ class RerankService:
                                  max_queue=settings.max_queue, observer=metrics)
             for name, pipeline in self.pipelines.items()
         }
+        self._stand_ins: set[str] = set()  # names answered by the one served model, logged once each
         self._pool = ThreadPoolExecutor(settings.tokenize_workers, thread_name_prefix="rerankd-tokenize")
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -105,13 +106,25 @@ class RerankService:
     # -- scoring -------------------------------------------------------------------------------------
 
     def resolve(self, model: str | None) -> str:
-        """The served name a request's ``model`` field picks (the first served model when omitted)."""
+        """The served name a request's ``model`` field picks (the first served model when omitted).
+
+        With one model served, any name picks it (TEI's rule: clients send their own defaults, such as
+        LangChain's ``rerank-english-v2.0``, or whatever their user typed), unless
+        ``strict_model_names``; with several, an unknown name is a 404 that lists the served ones.
+        """
         if model is None or model == "":
             return self.default_model
         if model in self.engines:
             return model
+        if len(self.engines) == 1 and not self.settings.strict_model_names:
+            if len(self._stand_ins) < 64 and model not in self._stand_ins:  # once per name, bounded
+                self._stand_ins.add(model)
+                log.info("requests for model %r are answered by %r, the one model served "
+                         "(--strict-model-names refuses them instead)", model, self.default_model)
+            return self.default_model
         served = ", ".join(repr(name) for name in self.engines)
-        raise ModelNotFoundError(f"model {model!r} is not served here; served models: {served}")
+        strict = " (--strict-model-names is on)" if len(self.engines) == 1 else ""
+        raise ModelNotFoundError(f"model {model!r} is not served here; served models: {served}{strict}")
 
     async def score(
         self,

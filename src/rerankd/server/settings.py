@@ -31,6 +31,8 @@ class ServerSettings:
             default; a request may ask for chunking itself (Cohere's ``max_chunks_per_doc``).
         cache: the result cache (off by default).
         drift: the score-drift monitor (on by default).
+        strict_model_names: with one model served, a request naming another model is a 404 (by default
+            any name is answered by the one model, as TEI does; with several models it is always a 404).
 
     Example:
         >>> ServerSettings(max_documents=100).max_documents
@@ -51,6 +53,7 @@ class ServerSettings:
     long_documents: str = "truncate"
     cache: CacheSettings = field(default_factory=CacheSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
+    strict_model_names: bool = False
 
     def __post_init__(self) -> None:
         if self.long_documents not in LONG_DOCUMENTS:

@@ -57,8 +57,10 @@ def test_cross_encoder_declared_identity_activation(bert_ce: Path, tmp_path: Pat
 def official_qwen3_scores(model_dir: Path, query: str, documents: list[str], instruction: str | None = None, max_length: int = 8192) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rerankd.compat import dtype_kwarg  # the official code's dtype=, as transformers < 4.56 spells it
+
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **dtype_kwarg(torch.float32)).eval()
     token_false_id = tokenizer.convert_tokens_to_ids("no")
     token_true_id = tokenizer.convert_tokens_to_ids("yes")
     prefix = "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n"

@@ -45,6 +45,7 @@ def bert_cross_encoder(out: Path, num_labels: int = 1) -> Path:
 
 def xlmr_tokenizer(out: Path):  # type: ignore[no-untyped-def]
     """An XLM-R (SentencePiece unigram) tokenizer trained on real SciFact text: none ships in shared/."""
+    import transformers
     from tokenizers import SentencePieceUnigramTokenizer
     from transformers import XLMRobertaTokenizer
 
@@ -55,7 +56,18 @@ def xlmr_tokenizer(out: Path):  # type: ignore[no-untyped-def]
     trainer = SentencePieceUnigramTokenizer()
     trainer.train_from_iterator(texts, vocab_size=1500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], unk_token="<unk>")
     vocab = [(piece, score) for piece, score in json.loads(trainer.to_str())["model"]["vocab"]]
-    return XLMRobertaTokenizer(vocab=vocab)
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return XLMRobertaTokenizer(vocab=vocab)
+    # transformers 4.x builds XLMRobertaTokenizer from a SentencePiece file only: wrap the trained
+    # tokenizer with XLM-R's template instead (the same ids as the 5.x tokenizer above).
+    from tokenizers import Tokenizer, processors
+    from transformers import XLMRobertaTokenizerFast
+
+    inner = Tokenizer.from_str(trainer.to_str())
+    inner.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    return XLMRobertaTokenizerFast(tokenizer_object=inner, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                                   cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
 
 
 def xlmr_cross_encoder(out: Path) -> Path:

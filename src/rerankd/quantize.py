@@ -97,6 +97,7 @@ def write_quantized(model_dir: Path, family: Any, to: str, out: Path) -> None:
         export_model(str(model_dir), out, precision=to)
         return
     from rerankd._optional import require
+    from rerankd.compat import dtype_kwarg
     from rerankd.device import normalize_dtype, torch_dtype
     from rerankd.export import copy_model_files
 
@@ -108,7 +109,7 @@ def write_quantized(model_dir: Path, family: Any, to: str, out: Path) -> None:
         loader = transformers.AutoModelForCausalLM
     else:
         loader = transformers.AutoModelForSequenceClassification
-    weights = loader.from_pretrained(str(model_dir), dtype=torch_dtype(normalize_dtype(to) or "float32"))
+    weights = loader.from_pretrained(str(model_dir), **dtype_kwarg(torch_dtype(normalize_dtype(to) or "float32")))
     out.mkdir(parents=True)
     copy_model_files(model_dir, out)
     weights.save_pretrained(str(out))  # rewrites config.json with the new dtype

@@ -134,7 +134,10 @@ def _register() -> None:
 def supports_packing(family: Family) -> bool:
     from rerankd.compat import packing_supported
 
-    return str(family.config.get("model_type", "")) in _PACKED_ENCODERS | _PACKED_DECODERS and packing_supported()
+    model_type = str(family.config.get("model_type", ""))
+    # transformers 4.x encoders never call the registered attention (rerankd.compat): padded there.
+    return (model_type in _PACKED_DECODERS and packing_supported()) or (
+        model_type in _PACKED_ENCODERS and packing_supported(encoder=True))
 
 
 def shared_prefix_length(sequences: Sequence[Encoded]) -> int:
@@ -270,7 +273,23 @@ PACKED_MODULES: dict[str, Callable[[Any], tuple[Any, nn.Module]]] = {
 
 def packed_module(family: Family, padded: Any) -> Any:
     """The packed twin of a padded module built by ``build_module`` (same weights, no copy)."""
+    if not supports_packing(family):
+        from rerankd.compat import transformers_version
+        from rerankd.errors import UnsupportedModelError
+
+        # Its attention would never see the boundaries: every sequence would attend to the others.
+        raise UnsupportedModelError(
+            f"packed inference is not available for model type {family.config.get('model_type')!r} on transformers "
+            f"{'.'.join(map(str, transformers_version()))} (encoders pack from transformers 5.0); use packed=False")
     _register()
     model, module = PACKED_MODULES[family.head.kind](padded)
     model.config._attn_implementation = ATTENTION_NAME
+    if hasattr(model.base_model, "_update_causal_mask"):
+        # transformers < 4.53 decoders build a dense (1, 1, T, T) causal mask for a custom attention
+        # name (rerankd.compat); packed_attention never reads it, so build none.
+        model.base_model._update_causal_mask = _no_mask
     return module.eval()
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    return None

@@ -89,7 +89,8 @@ def load_tokenizer(model_dir: Path) -> Any:
     """The model's fast (Rust) tokenizer, with no truncation or padding of its own.
 
     transformers' AutoTokenizer is preferred because it is what the reference implementations use
-    (it may adjust the tokenizer.json it reads); without transformers, tokenizer.json is read directly.
+    (it may adjust the tokenizer.json it reads); without transformers, or where it cannot read the
+    model's tokenizer files, tokenizer.json is read directly.
     """
     tokenizer = None
     try:
@@ -100,8 +101,11 @@ def load_tokenizer(model_dir: Path) -> Any:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir)).backend_tokenizer
         except Exception as exc:  # noqa: BLE001 - any failure here means "no usable tokenizer"
-            raise ModelError(f"could not load the tokenizer of {model_dir}: {exc}") from exc
-    else:
+            # transformers 4.x cannot read the tokenizer_config.json that 5.x writes (its
+            # extra_special_tokens became a list); tokenizer.json itself reads the same on both.
+            if not (model_dir / "tokenizer.json").is_file():
+                raise ModelError(f"could not load the tokenizer of {model_dir}: {exc}") from exc
+    if tokenizer is None:
         from tokenizers import Tokenizer
 
         path = model_dir / "tokenizer.json"

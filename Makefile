@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh clone:
 #   make serve   set up .venv, then serve the bundled offline model on http://127.0.0.1:8080
-#   make test    set up .venv, then run the full test suite
-.PHONY: setup serve demo test bench
+#   make test    set up .venv, then run the full test suite, then tests/test_compat.py on the
+#                lowest supported versions (.venv-lowest, scripts/test_lowest.sh)
+.PHONY: setup serve demo test test-lowest bench
 
 setup:
 	./scripts/setup.sh
@@ -14,6 +15,10 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests
+	./scripts/test_lowest.sh
+
+test-lowest:
+	./scripts/test_lowest.sh
 
 bench: setup
 	.venv/bin/python benchmarks/rerank100.py

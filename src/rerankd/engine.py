@@ -21,6 +21,7 @@ from rerankd.errors import (
 )
 from rerankd.families import Encoded, Family, PreparedRequest
 from rerankd.families.base import finite_or_raise
+from rerankd.text_checks import check_text
 from rerankd.types import RerankResult, ScoredDocument
 
 DEFAULT_MAX_DOCUMENTS = 10_000
@@ -43,6 +44,7 @@ def validate(query: Any, documents: Any, max_documents: int) -> list[str]:
         raise EmptyQueryError(f"query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise EmptyQueryError("query is empty; send the text to rank the documents against")
+    check_text(query, "query")
     if isinstance(documents, str) or not isinstance(documents, Sequence):
         raise InvalidDocumentError("documents must be a list of strings")
     if len(documents) == 0:
@@ -57,6 +59,7 @@ def validate(query: Any, documents: Any, max_documents: int) -> list[str]:
             raise InvalidDocumentError(f"document {i} is a {type(doc).__name__}, not text; send strings")
         if not doc.strip():
             raise InvalidDocumentError(f"document {i} is empty; remove it or send its text")
+        check_text(doc, f"document {i}", InvalidDocumentError)
     return list(documents)
 
 
@@ -141,6 +144,8 @@ class Reranker:
     ) -> PreparedRequest:
         """Validate and tokenize one request."""
         docs = validate(query, documents, self.max_documents)
+        if instruction is not None:
+            check_text(instruction, "instruction")
         return self.family.prepare(query, docs, instruction=instruction, max_doc_tokens=max_doc_tokens)
 
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:

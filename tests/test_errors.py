@@ -43,8 +43,8 @@ def engine(bert_ce: Path) -> Reranker:
         ("q", [{"text": "x"}], InvalidDocumentError, "document 0 is a dict, not text"),
         ("q", ["ok", "  "], InvalidDocumentError, "document 1 is empty"),
         ("q", ["d"] * 6, TooManyDocumentsError, "6 documents were sent but the limit is 5 per request"),
-        ("\ud800", ["a doc"], InputError, "query is not valid Unicode: it holds a lone surrogate U[+]D800 at character 0"),
-        ("q", ["ok", "ab\udfff"], InvalidDocumentError, "document 1 is not valid Unicode: .* U[+]DFFF at character 2"),
+        ("\ud800", ["a doc"], InvalidDocumentError, "query is not valid Unicode.* lone surrogate .*at character 0"),
+        ("q", ["ok", "ab\udfff"], InvalidDocumentError, "document 1 is not valid Unicode.* lone surrogate .*at character 2"),
     ],
 )
 def test_bad_requests(engine: Reranker, query: object, documents: object, error: type, message: str) -> None:
@@ -53,7 +53,7 @@ def test_bad_requests(engine: Reranker, query: object, documents: object, error:
 
 
 def test_lone_surrogate_instruction_is_refused_and_nul_is_text(engine: Reranker) -> None:
-    with pytest.raises(InputError, match="instruction is not valid Unicode"):
+    with pytest.raises(InvalidDocumentError, match="instruction is not valid Unicode.* at character 6"):
         engine.rank("q", ["d"], instruction="judge \udc00")
     # NUL is valid Unicode and every tokenizer takes it: scored like any other character.
     assert len(engine.rank("a\x00b", ["x\x00y", "\x00"]).results) == 2

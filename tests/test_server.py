@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from live_server import LiveServer
 from rerankd import Reranker
 from rerankd.batching import PaddedBatch
 from rerankd.server import ServerSettings, create_app
@@ -69,36 +70,6 @@ class GatedBackend:
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
-
-
-class LiveServer:
-    """uvicorn serving an app on 127.0.0.1:<free port> in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        while httpx.get(f"{self.url}/ready").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test server never became ready")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def validate(query: Any, documents: Any, max_documents: int) -> list[str]:
             raise InvalidDocumentError(f"document {i} is a {type(doc).__name__}, not text; send strings")
         if not doc.strip():
             raise InvalidDocumentError(f"document {i} is empty; remove it or send its text")
-        check_text(doc, f"document {i}", InvalidDocumentError)
+        check_text(doc, f"document {i}")
     return list(documents)
 
 

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 from rerankd.errors import EmptyQueryError, InputError, InvalidDocumentError, TooManyDocumentsError
-from rerankd.text_checks import check_returnable, check_text
+from rerankd.server.echo import check_echoable
+from rerankd.text_checks import check_text
 
 # -- internal parameters ------------------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class RerankRequest(BaseModel):
         returned = [d if isinstance(d, dict) else {"text": d} for d in self.documents]
         if self.return_documents:  # objects come back as sent: they must be writable as JSON
             for i, d in enumerate(self.documents):
-                check_returnable(d, f"document {i}", InvalidDocumentError)
+                check_echoable(d, f"document {i}")
         return RerankParams(
             model=self.model, query=self.query, documents=texts, returned=returned,
             top_n=self.top_n if self.top_n is not None else self.top_k,
@@ -157,7 +158,7 @@ class TeiRerankRequest(BaseModel):
                 f"truncation_direction {self.truncation_direction!r} is not supported; rerankd keeps the start "
                 'of a document ("right")'
             )
-        _check_texts("texts", self.texts, InvalidDocumentError)
+        _check_texts("texts", self.texts, empty=InvalidDocumentError)
         return RerankParams(
             model=self.model, query=self.query, documents=list(self.texts), returned=[{"text": t} for t in self.texts],
             top_n=self.top_n, return_documents=self.return_text, raw_scores=self.raw_scores,
@@ -209,19 +210,19 @@ class ScoreRequest(BaseModel):
         check_document_count(len(rights), max_documents)
         # Checked here, by position: the service groups pairs by query, so a later check could only
         # name a position inside a group.
-        _check_texts("text_1" if self.text_1 is not None else "queries", left, EmptyQueryError)
-        _check_texts("text_2" if self.text_2 is not None else "documents", right, InvalidDocumentError)
+        _check_texts("text_1" if self.text_1 is not None else "queries", left, empty=EmptyQueryError)
+        _check_texts("text_2" if self.text_2 is not None else "documents", right, empty=InvalidDocumentError)
         return ScoreParams(model=self.model, pairs=list(zip(lefts, rights)), raw_scores=self.raw_scores,
                            instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc)
 
 
-def _check_texts(field: str, value: str | list[str], error: type[InputError]) -> None:
+def _check_texts(field: str, value: str | list[str], *, empty: type[InputError]) -> None:
     """Refuse an empty or invalid text, naming it as the dialect does (``texts[3]``, ``text_2[3]``)."""
     named = [(field, value)] if isinstance(value, str) else [(f"{field}[{i}]", text) for i, text in enumerate(value)]
     for where, text in named:
         if not text.strip():
-            raise error(f"{where} is empty; send its text")
-        check_text(text, where, error)
+            raise empty(f"{where} is empty; send its text")
+        check_text(text, where)
 
 
 # -- responses ----------------------------------------------------------------------------------------

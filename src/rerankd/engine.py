@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -97,7 +98,7 @@ class Reranker:
     @classmethod
     def from_pretrained(
         cls,
-        model: str | None = None,
+        model: str | os.PathLike[str] | None = None,
         *,
         revision: str | None = None,
         device: str | None = None,
@@ -111,7 +112,7 @@ class Reranker:
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
         Args:
-            model: directory or hub id; ``None`` for the bundled all-MiniLM-L6-v2.
+            model: directory (``str`` or ``pathlib.Path``) or hub id; ``None`` for the bundled all-MiniLM-L6-v2.
             revision: hub revision (branch, tag or commit).
             device: ``auto`` (default), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
             dtype: ``auto`` (default: bf16 where the hardware is fast at it, fp16 on MPS, else fp32),

@@ -35,11 +35,14 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.count("/") > 1
 
 
-def resolve_model(model: str | None, revision: str | None = None) -> tuple[Path, str]:
+def resolve_model(model: str | os.PathLike[str] | None, revision: str | None = None) -> tuple[Path, str]:
     """Return (local directory, display name). ``None`` means the bundled default, offline.
 
-    Hub ids are fetched with huggingface_hub, which honours ``HF_HUB_OFFLINE`` and its cache.
+    ``model`` is a directory (``str`` or ``pathlib.Path``) or a hub id. Hub ids are fetched with
+    huggingface_hub, which honours ``HF_HUB_OFFLINE`` and its cache.
     """
+    if model is not None:
+        model = os.fspath(model)
     if not model:
         return bundled_model_dir(), BUNDLED_MODEL_NAME
     if model == BUNDLED_MODEL_NAME and not Path(model).exists():

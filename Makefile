@@ -14,7 +14,7 @@ demo: setup
 	printf '%s\n' "Paris is the capital and largest city of France." "Bananas are a yellow fruit rich in potassium." "The Eiffel Tower stands in Paris." | .venv/bin/rerankd rank --query "What is the capital of France?" --documents -
 
 test: setup
-	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q tests
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q --durations=20 tests
 	./scripts/test_lowest.sh
 
 test-lowest:

@@ -34,38 +34,51 @@ def _cached(models_dir: Path, name: str, build) -> Path:  # type: ignore[no-unty
     return out
 
 
+# What each tiny model is built from in ../shared: the fixtures skip, naming it, when it is absent.
+MINILM = "tokenizers/ms-marco-MiniLM-L-6-v2"
+QWEN3 = "tokenizers/qwen3"
+SCIFACT_CORPUS = "data/scifact/corpus.jsonl"  # the XLM-R tokenizer is trained on it
+
+
 @pytest.fixture(scope="session")
 def bert_ce(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(MINILM)
     return _cached(models_dir, "bert-ce", tiny_models.bert_cross_encoder)
 
 
 @pytest.fixture(scope="session")
 def bert_ce_2label(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(MINILM)
     return _cached(models_dir, "bert-ce-2", lambda p: tiny_models.bert_cross_encoder(p, num_labels=2))
 
 
 @pytest.fixture(scope="session")
 def xlmr_ce(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(SCIFACT_CORPUS)
     return _cached(models_dir, "xlmr-ce", tiny_models.xlmr_cross_encoder)
 
 
 @pytest.fixture(scope="session")
 def qwen3_lm(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(QWEN3)
     return _cached(models_dir, "qwen3-lm", tiny_models.qwen3_causal_lm)
 
 
 @pytest.fixture(scope="session")
 def qwen3_lm_untied(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(QWEN3)
     return _cached(models_dir, "qwen3-lm-untied", lambda p: tiny_models.qwen3_causal_lm(p, tie=False))
 
 
 @pytest.fixture(scope="session")
 def qwen3_seq_cls(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(QWEN3)
     return _cached(models_dir, "qwen3-seq-cls", tiny_models.qwen3_seq_cls)
 
 
 @pytest.fixture(scope="session")
 def bi_encoder(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(MINILM)
     return _cached(models_dir, "bi-encoder", tiny_models.bi_encoder)
 
 

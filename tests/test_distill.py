@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_models import DATA
+from tiny_models import DATA, skip_without_shared
 
 SLICE = ["--data", str(DATA / "scifact"), "--max-train-queries", "12", "--max-dev-queries", "5", "--eval-depth", "6",
          "--pool-depth", "8", "--negatives", "3", "--max-length", "64", "--groups-per-batch", "4", "--epochs", "1",
@@ -17,6 +17,7 @@ SLICE = ["--data", str(DATA / "scifact"), "--max-train-queries", "12", "--max-de
 def _distill(teacher: Path, student: str, out: Path, *extra: str) -> int:
     from rerankd.cli import main
 
+    skip_without_shared("data/scifact")
     return main(["distill", "--teacher", str(teacher), "--student", student, "--out", str(out), *SLICE, *extra])
 
 

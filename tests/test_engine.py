@@ -94,7 +94,9 @@ def test_describe_names_family_device_dtype(engines: dict[str, Reranker]) -> Non
 
 
 def test_model_dir_path_object_loads(bert_ce: Path) -> None:
-    assert Reranker.from_pretrained(str(bert_ce)).family.kind == "cross-encoder"
+    engine = Reranker.from_pretrained(bert_ce)
+    assert engine.family.kind == "cross-encoder"
+    assert engine.name == str(bert_ce) and isinstance(engine.name, str)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -20,9 +20,10 @@ from rerankd.evaluation.datasets import (
 )
 from rerankd.evaluation.first_stage import BM25Retriever, DenseRetriever
 from rerankd.evaluation.metrics import evaluate
-from tiny_models import DATA
+from tiny_models import DATA, requires_shared
 
 
+@requires_shared("data/scifact")
 def test_load_beir_reads_graded_qrels_and_keeps_judged_queries() -> None:
     data = load_beir(DATA / "scifact", "train")
     assert len(data.corpus) == 5183 and len(data.queries) == 809
@@ -78,6 +79,7 @@ def test_mteb_reranking_jsonl(tmp_path: Path) -> None:
         load_mteb_reranking(path)
 
 
+@requires_shared("data/cranfield")
 def test_bm25_index_is_cached_and_reused(tmp_path: Path) -> None:
     data = load_beir(DATA / "cranfield").subset([str(i) for i in range(1, 21)])
     first = BM25Retriever(data.corpus, cache_dir=tmp_path).search(data.queries, k=50)

@@ -10,7 +10,7 @@ from rerankd.errors import InputError
 from rerankd.evaluation.datasets import load_beir
 from rerankd.evaluation.first_stage import BM25Retriever
 from rerankd.evaluation.metrics import evaluate, ranking
-from tiny_models import DATA
+from tiny_models import DATA, requires_shared
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -27,7 +27,8 @@ def _top(run: dict, k: int) -> dict:
     return {q: {d: docs[d] for d in ranking(docs)[:k]} for q, docs in run.items()}
 
 
-@pytest.mark.parametrize(("name", "split"), [("cranfield", "test"), ("vaswani", "test"), ("scifact", "train")])
+@pytest.mark.parametrize(("name", "split"), [pytest.param(name, split, marks=requires_shared(f"data/{name}"))
+                                             for name, split in [("cranfield", "test"), ("vaswani", "test"), ("scifact", "train")]])
 def test_metrics_equal_pytrec_eval_on_bm25_runs(name: str, split: str) -> None:
     data = load_beir(DATA / name, split)
     run = BM25Retriever(data.corpus).search(data.queries, k=100)

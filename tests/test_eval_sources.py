@@ -14,7 +14,7 @@ from rerankd.errors import InputError
 from rerankd.evaluation.datasets import Doc, load_beir, read_qrels, write_trec_run
 from rerankd.evaluation.first_stage import DenseRetriever, first_stage_run
 from rerankd.evaluation.rerank_run import chunks, rerank
-from tiny_models import DATA
+from tiny_models import DATA, requires_shared
 
 
 def test_chunks_are_fixed_groups_of_whole_queries() -> None:
@@ -23,6 +23,7 @@ def test_chunks_are_fixed_groups_of_whole_queries() -> None:
     assert list(chunks(list(sizes), sizes, 1)) == [["a"], ["b"], ["c"], ["d"]]
 
 
+@requires_shared("data/cranfield")
 def test_first_stage_from_a_run_file_and_qrels_in_either_format(tmp_path: Path) -> None:
     data = load_beir(DATA / "cranfield").subset(["1", "2"])
     run = {"1": {"12": 2.0, "51": 1.0}, "2": {"100": 3.0}, "999": {"5": 1.0}}
@@ -55,6 +56,7 @@ def test_mteb_reranking_file_end_to_end(tmp_path: Path, bert_ce: Path, capsys: p
     assert "| given |" in capsys.readouterr().out
 
 
+@requires_shared("data/cranfield")
 def test_dense_rescore_equals_the_bi_encoder_rerank(bi_encoder: Path) -> None:
     data = load_beir(DATA / "cranfield").subset(["1", "2", "3"])
     ids = [str(i) for i in range(1, 31)]

@@ -156,6 +156,7 @@ def test_other_encoder_architectures_match_sentence_transformers(model_type: str
 
     import tiny_models
 
+    tiny_models.skip_without_shared("tokenizers/ms-marco-MiniLM-L-6-v2")
     path = models_dir / f"ce-{model_type}"
     if not (path / "config.json").exists():
         tiny_models.encoder_cross_encoder(path, model_type)

@@ -10,12 +10,13 @@ import pytest
 from rerankd.cli import main
 from rerankd.errors import QualityBoundError
 from rerankd.quantize import quantize_model
-from tiny_models import DATA
+from tiny_models import DATA, skip_without_shared
 
 
 @pytest.fixture(scope="module")
 def small_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small BEIR folder cut from SciFact: 5 judged queries, their documents and 150 others."""
+    skip_without_shared("data/scifact")
     src, out = DATA / "scifact", tmp_path_factory.mktemp("beir") / "scifact-small"
     (out / "qrels").mkdir(parents=True)
     lines = (src / "qrels" / "train.tsv").read_text().splitlines()

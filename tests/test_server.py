@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from live_server import LiveServer
-
 from rerankd import Reranker
 from rerankd.families import Encoded
 from rerankd.server import ServerSettings, create_app
@@ -35,22 +34,44 @@ MARKER = "explode"
 QUERY = "What is the capital of France?"
 
 
-class FlakyBackend:
-    """A real backend that raises (with text that must never reach a client) on any batch holding ``marker_id``."""
+class PoisonBackend:
+    """A real backend, except that a batch holding the ``poison`` token sequence raises (with text that
+    must never reach a client). Records every batch's rows and whether it raised.
 
-    def __init__(self, inner: Any, marker_id: int) -> None:
+    It replaces ``reranker.backend``; everything but the forward pass is the real backend's.
+    """
+
+    def __init__(self, inner: Any, poison: Sequence[int]) -> None:
         self.inner = inner
-        self.marker_id = marker_id
-        self.name = inner.name
-        self.pads = inner.pads
+        self.poison = tuple(poison)
+        self.batches: list[tuple[list[tuple[int, ...]], bool]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
-        if any(self.marker_id in s.input_ids for s in sequences):
-            raise RuntimeError(SECRET)
+        self._check([tuple(s.input_ids) for s in sequences])
         return self.inner.forward(sequences)
 
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
+    def _check(self, rows: list[tuple[int, ...]]) -> None:
+        n = len(self.poison)
+        poisoned = any(row[i : i + n] == self.poison for row in rows for i in range(len(row) - n + 1))
+        self.batches.append((rows, poisoned))
+        if poisoned:
+            raise RuntimeError(SECRET)
+
+
+def token_ids(model_dir: Path, text: str) -> list[int]:
+    """``text``'s tokens, read with the model's own tokenizer file (not through rerankd)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+
+
+def poisoned(model_dir: Path, **kw: Any) -> Reranker:
+    engine = Reranker.from_pretrained(str(model_dir), device="cpu", dtype="fp32", **kw)
+    engine.pipeline.backend = PoisonBackend(engine.backend, token_ids(model_dir, MARKER))
+    return engine
 
 
 class GatedBackend:
@@ -80,10 +101,7 @@ def engines(bert_ce: Path, qwen3_lm: Path) -> dict[str, Reranker]:
     bert = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="fp32")
     qwen = Reranker.from_pretrained(str(qwen3_lm), device="cpu", dtype="fp32")
     flaky_base = Reranker.from_pretrained(str(bert_ce), device="cpu", dtype="fp32")
-    marker_id = flaky_base.family.tokenizer.token_to_id(MARKER)
-    assert marker_id is not None
-    flaky = Reranker(flaky_base.family, FlakyBackend(flaky_base.backend, marker_id), name="flaky",
-                     batch_limits=flaky_base.batch_limits)
+    flaky = poisoned(bert_ce)
     gated = Reranker(flaky_base.family, GatedBackend(flaky_base.backend), name="gated", batch_limits=flaky_base.batch_limits)
     return {"bert": bert, "qwen": qwen, "flaky": flaky, "gated": gated}
 
@@ -362,19 +380,44 @@ def test_failing_batch_fails_its_requests_only(server: LiveServer, client: httpx
     assert SECRET not in r.text and "RuntimeError" not in r.text
     tei = client.post("/rerank", json={"model": "flaky", "query": QUERY, "texts": [MARKER]})
     assert tei.status_code == 500 and tei.json()["error_type"] == "backend" and SECRET not in tei.text
-
-    # Alongside concurrent requests: every one gets an answer (none hangs), the bad one an error.
-    async def mixed() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=30) as c:
-            return await asyncio.gather(*(c.post("/v1/rerank", json=bad if i == 3 else good) for i in range(8)))
-
-    responses = asyncio.run(mixed())
-    assert responses[3].status_code == 500
-    assert all(r.status_code in (200, 500) for r in responses)
     # The next request on the same model succeeds: the worker survived.
     after = client.post("/v1/rerank", json=good)
     assert after.status_code == 200 and len(after.json()["results"]) == 2
     assert _metric(server, "rerankd_errors_total", kind="inference_error") >= 2
+
+
+def test_a_failing_batch_fails_exactly_the_requests_sharing_it(bert_ce: Path) -> None:
+    # Eight one-document requests, one of them poisoned, all queued inside one long merge window; at
+    # most 4 rows per batch, so they run as two batches of 4: the poisoned one and a clean one.
+    engine = poisoned(bert_ce, max_batch_rows=4)
+    backend: PoisonBackend = engine.backend  # type: ignore[assignment]
+    words = ["apple", "river", "house", MARKER, "green", "table", "music", "paper"]
+    word_ids = [token_ids(bert_ce, w) for w in words]
+    assert all(len(ids) == 1 for ids in word_ids), "each word must be one token, to find its request in a batch"
+    settings = ServerSettings(max_wait_ms=2000, log_requests=False)
+    with LiveServer(create_app({"flaky": engine}, settings)) as live:
+        backend.batches.clear()  # forget the warm-up batch
+
+        async def all_at_once() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=live.url, timeout=60) as c:
+                return await asyncio.gather(*(c.post("/v1/rerank", json={"query": QUERY, "documents": [f"a {w} here"]})
+                                              for w in words))
+
+        responses = asyncio.run(all_at_once())
+        after = httpx.post(f"{live.url}/v1/rerank", json={"query": QUERY, "documents": ["a river here"]}, timeout=60)
+    assert after.status_code == 200
+    in_failed_batch = {i for rows, raised in backend.batches if raised
+                       for i, ids in enumerate(word_ids) if any(ids[0] in row for row in rows)}
+    statuses = [r.status_code for r in responses]
+    assert [len(rows) for rows, _ in backend.batches[:2]] == [4, 4], backend.batches
+    assert words.index(MARKER) in in_failed_batch and len(in_failed_batch) == 4
+    assert {i for i, s in enumerate(statuses) if s == 500} == in_failed_batch, statuses
+    assert {i for i, s in enumerate(statuses) if s == 200} == set(range(len(words))) - in_failed_batch, statuses
+    for i in in_failed_batch:
+        assert responses[i].json()["error"]["type"] == "inference_error"
+        assert SECRET not in responses[i].text and "RuntimeError" not in responses[i].text
+    for i in set(range(len(words))) - in_failed_batch:
+        assert [x["index"] for x in responses[i].json()["results"]] == [0]
 
 
 def test_work_of_a_disconnected_client_is_dropped_before_inference(server: LiveServer, engines: dict[str, Reranker]) -> None:

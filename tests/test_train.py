@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tiny_models import DATA
+from tiny_models import DATA, skip_without_shared
 
 SCIFACT = DATA / "scifact"
 SLICE = ["--data", str(SCIFACT), "--max-train-queries", "16", "--max-dev-queries", "6", "--eval-depth", "8",
@@ -24,6 +26,7 @@ def bare_encoder(bi_encoder: Path) -> Path:
 def _train(base: Path, out: Path, *extra: str) -> int:
     from rerankd.cli import main
 
+    skip_without_shared("data/scifact")
     return main(["train", "--base", str(base), "--out", str(out), "--epochs", "2", *SLICE, *extra])
 
 
@@ -45,9 +48,11 @@ def test_train_writes_model_card_curves_and_best_model(trained: Path) -> None:
         assert (trained / name).is_file(), name
     evals = _rows(trained / "evals.csv")
     assert [int(r["epoch"]) for r in evals] == [1, 2]
-    assert all(0.0 <= float(r["ndcg@10"]) <= 1.0 for r in evals)
     card = (trained / "README.md").read_text()
     assert "Dev metrics" in card and "held out" in card and "ndcg@10" in card
+    # The card names the epoch that was kept: the first with the best dev NDCG@10 of evals.csv.
+    best = max(evals, key=lambda r: float(r["ndcg@10"]))
+    assert f"Kept: epoch {best['epoch']} (best NDCG@10 on the dev split, {float(best['ndcg@10']):.4f})." in card
     steps = _rows(trained / "steps.csv")
     assert len(steps) == 2 * 5 and all(np.isfinite(float(r["loss"])) for r in steps)
 
@@ -111,6 +116,84 @@ def test_negatives_exclude_judged_documents_and_are_reproducible() -> None:
         assert not set(g.doc_ids[1:]) & set(qrels[g.qid])
 
 
+# -- training learns: dev NDCG@10 above the untrained model's, on data a tiny model can learn ---------
+
+
+LANDFORMS = ("river mountain forest ocean desert valley island glacier canyon meadow volcano prairie lagoon tundra "
+             "delta plateau marsh reef savanna fjord").split()
+
+
+def write_learnable_beir(root: Path, topics: int = 80, seed: int = 0) -> Path:
+    """A BEIR folder where relevance is learnable in a few steps: each query's six documents share its
+    words (so BM25 retrieves them together), and only the judged one says "confirmed evidence"."""
+    rng = random.Random(seed)
+    (root / "qrels").mkdir(parents=True)
+    corpus, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
+    for t in range(topics):
+        topic = f"{LANDFORMS[t % 20]} {LANDFORMS[(7 * t + 3) % 20]} {t}"
+        queries.append({"_id": f"q{t}", "text": f"what about the {topic}"})
+        for k in range(6):
+            tail = "this is confirmed evidence" if k == 0 else "this is unrelated noise"
+            words = " ".join(rng.choice(LANDFORMS) for _ in range(6))
+            corpus.append({"_id": f"d{t}-{k}", "title": "", "text": f"a report on the {topic} {words} {tail}"})
+        qrels.append(f"q{t}\td{t}-0\t1")
+    (root / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels" / "train.tsv").write_text("\n".join(qrels) + "\n")
+    return root
+
+
+def small_bert_encoder(out: Path) -> Path:
+    """A 2-layer BERT at the usual 0.02 init (the shared tiny models use a large init for parity tests,
+    which trains poorly), on the bundled model's uncased vocabulary: nothing from ../shared."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rerankd.errors import MissingDependencyError
+    from rerankd.hub import bundled_model_dir
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_dir()))
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128, initializer_range=0.02)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_training_lifts_dev_ndcg_above_the_untrained_model(tmp_path: Path) -> None:
+    from rerankd.cli import main
+    from rerankd.training.finetune import DataSettings, dev_evaluator, prepare_data
+    from rerankd.training.students import load_cross_encoder
+    from rerankd.training.trainer import PairEncoder, seed_everything
+
+    data, base, out = write_learnable_beir(tmp_path / "beir"), small_bert_encoder(tmp_path / "base"), tmp_path / "ce"
+    # The untrained model is the one the trainer starts from: same split, same seed, same new head.
+    settings = DataSettings(str(data), dev_fraction=0.25, eval_depth=8)
+    evaluator = dev_evaluator(prepare_data(settings, seed=0), settings)
+    assert evaluator is not None
+    seed_everything(0)
+    model, tokenizer = load_cross_encoder(base)
+    before = evaluator(model, PairEncoder(tokenizer, 64, "cpu"), 64, False)["ndcg@10"]
+
+    assert main(["train", "--base", str(base), "--out", str(out), "--data", str(data), "--dev-fraction", "0.25",
+                 "--eval-depth", "8", "--negatives", "3", "--groups-per-batch", "4", "--max-length", "64", "--epochs", "1",
+                 "--lr", "1e-2", "--seed", "0", "--no-bf16", "--no-progress"]) == 0
+    after = float(_rows(out / "evals.csv")[-1]["ndcg@10"])
+    assert after >= before + 0.2 and after >= 0.8, f"dev NDCG@10 {before:.3f} before training, {after:.3f} after"
+    # The saved model is the trained one: rerankd ranks the confirmed document first.
+    from rerankd import Reranker
+
+    reranker = Reranker.from_pretrained(out, device="cpu", dtype="fp32")
+    docs = [f"a report on the {LANDFORMS[3]} river 3 this is unrelated noise",
+            f"a report on the {LANDFORMS[3]} river 3 this is confirmed evidence"]
+    assert reranker.rank(f"what about the {LANDFORMS[3]} river 3", docs).results[0].index == 1
+
+
 def test_title_queries_use_abstracts_only_and_never_dev_documents() -> None:
     from rerankd.evaluation.datasets import Doc
     from rerankd.training.data import title_queries
@@ -139,6 +222,7 @@ def test_title_queries_use_abstracts_only_and_never_dev_documents() -> None:
 def test_train_with_title_queries_trains_on_them(bare_encoder: Path, tmp_path: Path) -> None:
     from rerankd.training.finetune import DataSettings, prepare_data, sampler_for
 
+    skip_without_shared("data/scifact")
     settings = DataSettings(str(SCIFACT), max_train_queries=4, max_dev_queries=3, eval_depth=5, title_queries=12)
     prepared = prepare_data(settings, seed=0)
     sampler = sampler_for(prepared, settings, negatives=3, seed=0)

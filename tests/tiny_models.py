@@ -18,6 +18,31 @@ QWEN3_TOKENIZER = TOKENIZERS / "qwen3"
 INIT_RANGE = 0.3
 
 
+def missing_shared(*parts: str) -> str | None:
+    """A skip reason naming the first of ``../shared/<part>`` that is absent; None when all are there."""
+    for part in parts:
+        if not (SHARED / part).exists():
+            return f"needs ../shared/{part} (CI has it; a user's clone does not)"
+    return None
+
+
+def requires_shared(*parts: str):  # type: ignore[no-untyped-def]
+    """A mark that skips a test (or, as ``pytestmark``, a module) unless ``../shared/<part>`` exists."""
+    import pytest
+
+    reason = missing_shared(*parts)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def skip_without_shared(*parts: str) -> None:
+    """Skip the calling test or fixture unless ``../shared/<part>`` exists (for tiny-model fixtures)."""
+    import pytest
+
+    reason = missing_shared(*parts)
+    if reason:
+        pytest.skip(reason)
+
+
 def _seed() -> None:
     import torch
 

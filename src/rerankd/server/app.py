@@ -49,6 +49,7 @@ from rerankd.server.errors import (  # noqa: E402
     RequestValidationFailed,
     RouteNotFoundError,
     UnauthorizedError,
+    UnsupportedMediaTypeError,
     error_body,
     error_status,
     public_message,
@@ -147,6 +148,11 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
         ctx = request.scope.get("state", {}).get("ctx")
         if ctx is not None:
             ctx.tei = is_tei_body(exc.body)
+        content_type = request.headers.get("content-type", "")
+        if content_type and not _is_json(content_type):  # FastAPI left the body unparsed
+            return error_response(request, UnsupportedMediaTypeError(
+                f"the request body was sent as {content_type.split(';')[0].strip()!r}; send JSON with the header "
+                "'Content-Type: application/json'"))
         return error_response(request, _validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -155,6 +161,8 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
             return error_response(request, RouteNotFoundError(f"no route {request.url.path}; see /docs for the API"))
         if exc.status_code == 405:
             return error_response(request, MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}"))
+        if exc.status_code == 400:  # FastAPI could not read the body; its cause says why
+            return error_response(request, _unreadable_body(exc.__cause__))
         return error_response(request, RequestValidationFailed(str(exc.detail)))
 
     # -- rerank: Cohere v1/v2, Jina, vLLM, Infinity; TEI, Voyage, Mixedbread, text_pairs by their fields --
@@ -381,9 +389,27 @@ def _request_id(given: str | None) -> str:
     return str(uuid.uuid4())
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _unreadable_body(cause: BaseException | None) -> Exception:
+    """The 400 for a body that did not decode: not UTF-8, or nested deeper than the JSON parser goes."""
+    if isinstance(cause, UnicodeDecodeError):
+        return MalformedBodyError(f"the request body is not UTF-8 (byte {cause.start} cannot be decoded); "
+                                  "send JSON encoded as UTF-8")
+    if isinstance(cause, RecursionError):
+        return MalformedBodyError("the request body nests arrays or objects too deeply to parse; send documents "
+                                  "as strings or flat objects")
+    return MalformedBodyError("the request body could not be read as JSON; send a JSON object")
+
+
 def _validation_error(exc: Any) -> Exception:
     """One readable message from pydantic's errors: malformed JSON is 400, the rest 422."""
     errors = exc.errors()
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return MalformedBodyError("the request body is empty; send a JSON object")
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
         return MalformedBodyError(f"the request body is not valid JSON ({detail}); send a JSON object")

@@ -36,6 +36,12 @@ class MalformedBodyError(InputError):
     kind = "invalid_json"
 
 
+class UnsupportedMediaTypeError(InputError):
+    """The body was sent with a Content-Type other than JSON."""
+
+    kind = "unsupported_media_type"
+
+
 class RequestValidationFailed(InputError):
     """The JSON does not fit the request schema (missing fields, wrong types, out-of-range values)."""
 
@@ -63,6 +69,7 @@ STATUS_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (ModelNotFoundError, 404, "validation"),
     (MethodNotAllowedError, 405, "validation"),
     (MalformedBodyError, 400, "validation"),
+    (UnsupportedMediaTypeError, 415, "validation"),
     (TooManyDocumentsError, 413, "validation"),
     (InputTooLargeError, 413, "validation"),
     (EmptyQueryError, 422, "empty"),
@@ -92,7 +99,8 @@ def error_status(exc: BaseException) -> tuple[int, str, str]:
 def public_message(exc: BaseException, status: int, request_id: str) -> str:
     """What the client may read: our own message for its mistakes, a pointer to the log otherwise."""
     if status < 500:
-        return str(exc)
+        # A message may quote the client's input; a lone surrogate in it would fail the UTF-8 encoder.
+        return str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(exc, InferenceError):
         return f"scoring failed inside the model backend; the server log has the details under request id {request_id}"
     return f"internal server error; the server log has the details under request id {request_id}"

@@ -12,11 +12,13 @@ vLLM's ``/score`` takes ``text_1``/``text_2`` or ``queries``/``documents`` (:cla
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
-from rerankd.errors import InputError, InvalidDocumentError
+from rerankd.errors import EmptyQueryError, InputError, InvalidDocumentError
+from rerankd.server.echo import check_echoable
+from rerankd.text_checks import check_text
 
 # -- internal parameters ------------------------------------------------------------------------------
 
@@ -104,6 +106,17 @@ def chunking_of(options: bool | ChunkingOptions | None, max_chunks_per_doc: int 
     return None
 
 
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1: "top_n": true would silently mean "the best one".
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+#: A count field (top_n, max_tokens_per_doc): an integer; numeric strings pass, booleans do not.
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+
+
 # -- requests -----------------------------------------------------------------------------------------
 
 
@@ -122,10 +135,10 @@ class RerankRequest(BaseModel):
     model: str | None = Field(None, description="served model name; the first served model when omitted")
     query: str = Field(description="the text to rank documents against")
     documents: list[Union[str, dict[str, Any]]] = Field(description='strings, or objects with a "text" field')
-    top_n: int | None = Field(None, ge=0, description="keep the best N (0 or omitted: all)")
-    top_k: int | None = Field(None, ge=0, description="alias of top_n (Voyage, Mixedbread)")
+    top_n: Count | None = Field(None, ge=0, description="keep the best N (0 or omitted: all)")
+    top_k: Count | None = Field(None, ge=0, description="alias of top_n (Voyage, Mixedbread)")
     return_documents: bool = Field(False, description="echo each document back in its result")
-    max_tokens_per_doc: int | None = Field(None, ge=1, description="cut each document to this many tokens")
+    max_tokens_per_doc: Count | None = Field(None, ge=1, description="cut each document to this many tokens")
     instruction: str | None = Field(None, description="task instruction for LLM rerankers")
     raw_scores: bool = Field(False, description="return the model's raw score (logit) instead of the normalized one")
     rank_fields: list[str] | None = Field(None, description="Cohere v1: which fields of object documents to rank on")
@@ -137,6 +150,9 @@ class RerankRequest(BaseModel):
     def to_params(self) -> RerankParams:
         texts = [_document_of(i, d, self.rank_fields) for i, d in enumerate(self.documents)]
         returned = [d if isinstance(d, dict) else {"text": d} for d in self.documents]
+        if self.return_documents:  # objects come back as sent: they must be writable as JSON
+            for i, d in enumerate(self.documents):
+                check_echoable(d, f"document {i}")
         return RerankParams(
             model=self.model, query=self.query, documents=texts, returned=returned,
             top_n=self.top_n if self.top_n is not None else self.top_k,
@@ -163,7 +179,7 @@ class TeiRerankRequest(BaseModel):
     return_text: bool = False
     truncate: bool | None = Field(None, description="false: a text longer than the model's limit is an error")
     truncation_direction: str = Field("right", description="only right truncation (keep the start) is supported")
-    top_n: int | None = Field(None, ge=0, description="not in TEI itself: keep the best N")
+    top_n: Count | None = Field(None, ge=0, description="not in TEI itself: keep the best N")
 
     def to_params(self) -> RerankParams:
         if self.truncation_direction.lower() != "right":
@@ -171,6 +187,7 @@ class TeiRerankRequest(BaseModel):
                 f"truncation_direction {self.truncation_direction!r} is not supported; rerankd keeps the start "
                 'of a document ("right")'
             )
+        _check_texts("texts", self.texts, empty=InvalidDocumentError)
         return RerankParams(
             model=self.model, query=self.query, documents=list(self.texts), returned=[{"text": t} for t in self.texts],
             top_n=self.top_n, return_documents=self.return_text, raw_scores=self.raw_scores,
@@ -202,7 +219,7 @@ class ScoreRequest(BaseModel):
     documents: Union[str, list[str], None] = None
     raw_scores: bool = False
     instruction: str | None = None
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: Count | None = Field(None, ge=1)
 
     def to_params(self) -> ScoreParams:
         left = self.text_1 if self.text_1 is not None else self.queries
@@ -219,8 +236,21 @@ class ScoreRequest(BaseModel):
             raise InputError(
                 f"text_1 has {len(lefts)} texts and text_2 has {len(rights)}; send one text_1, or as many as text_2"
             )
+        # Checked here, by position: the service groups pairs by query, so a later check could only
+        # name a position inside a group.
+        _check_texts("text_1" if self.text_1 is not None else "queries", left, empty=EmptyQueryError)
+        _check_texts("text_2" if self.text_2 is not None else "documents", right, empty=InvalidDocumentError)
         return ScoreParams(model=self.model, pairs=list(zip(lefts, rights)), raw_scores=self.raw_scores,
                            instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc)
+
+
+def _check_texts(field: str, value: str | list[str], *, empty: type[InputError]) -> None:
+    """Refuse an empty or invalid text, naming it as the dialect does (``texts[3]``, ``text_2[3]``)."""
+    named = [(field, value)] if isinstance(value, str) else [(f"{field}[{i}]", text) for i, text in enumerate(value)]
+    for where, text in named:
+        if not text.strip():
+            raise empty(f"{where} is empty; send its text")
+        check_text(text, where)
 
 
 # -- responses ----------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import Literal, Sequence
 import numpy as np
 import pytest
 
-from rerankd.batching import BatchLimits, PaddedBatch, pad_batch, plan_batches
-from rerankd.families.base import Encoded
+from rerankd.batching import BatchLimits, PaddedBatch, batch_cost, pad_batch, plan_batches
+from rerankd.families.base import Encoded, Padding
 
 
 def plan(lengths: Sequence[int], max_tokens: int, max_rows: int = 128) -> list[list[int]]:
@@ -22,10 +22,26 @@ def cost(lengths: Sequence[int]) -> int:
 
 def pad(sequences: Sequence[Encoded], pad_id: int = 0, side: Literal["left", "right"] = "right",
         token_types: bool = False) -> PaddedBatch:
-    return pad_batch(sequences, pad_id, side, token_types)
+    return pad_batch(sequences, Padding(pad_id, side, token_types))
 
 
 # -- plan_batches -----------------------------------------------------------------------------------
+
+
+def test_packed_backends_are_charged_real_tokens_not_padding() -> None:
+    lengths = [5, 100, 6, 99]
+    assert plan_batches(lengths, BatchLimits(max_tokens=200, max_rows=8), padded=False) == [[0, 2, 3], [1]]
+    assert plan_batches(lengths, BatchLimits(max_tokens=200, max_rows=8), padded=True) == [[0, 2], [3, 1]]
+    assert batch_cost([3, 5], padded=False) == 8 and batch_cost([3, 5], padded=True) == 10
+
+
+def test_a_sequence_cost_replaces_its_length() -> None:
+    # An image sequence of 10 tokens that costs 300 (its vision tower) is planned by its cost.
+    image = Encoded((1,) * 10, cost=300)
+    assert image.planned_cost == 300 and Encoded((1, 2)).planned_cost == 2
+    costs = [Encoded((1,) * 10).planned_cost, image.planned_cost, Encoded((1,) * 12).planned_cost]
+    assert plan_batches(costs, BatchLimits(max_tokens=64, max_rows=8), padded=False) == [[0, 2], [1]]
+
 
 
 def test_documented_example() -> None:

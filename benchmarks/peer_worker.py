@@ -89,9 +89,9 @@ def load_infinity(options: dict[str, Any]) -> tuple[Scorer, dict[str, Any]]:
     model = options["model"]
     if options.get("cwd"):
         # Infinity's optimum engine lists a local dir's *.onnx with the dir as prefix and passes that
-        # as optimum's file_name, which optimum then cannot find inside the same dir: loading the dir
-        # as "." from inside it gives the relative names both sides expect. Its optimized graph goes
-        # to HF_HUB_CACHE/infinity_onnx/, kept beside the artifacts here.
+        # as optimum's file_name, which optimum compares with bare file names: loading the dir as "."
+        # from inside it gives the relative name both sides expect. Its optimized graph goes to
+        # HF_HUB_CACHE/infinity_onnx/, kept beside the artifacts here.
         os.environ["HF_HUB_CACHE"] = str(Path(options["cwd"]) / ".hf-cache")
         os.chdir(options["cwd"])
         model = "."

@@ -350,11 +350,13 @@ def prepare_st(shape: Shape, wanted: set[str], calibration: dict[str, Any], venv
           + (f"; failed: {shape.errors}" if shape.errors else ""), flush=True)
     if "onnx" in shape.artifacts:
         # Infinity's optimum engine looks for *.onnx in the model dir (a quantized one first on CPU when its
-        # name says "quantize"); give it the plain export, as a hub repo with onnx/model.onnx would.
+        # name says "quantize") and hands the path it found to optimum, which (2.x) matches it against bare
+        # file names: only a graph at the top of the dir loads. Give it the plain export there, as
+        # optimum's own export writes it.
         infinity = shape.work / "infinity-onnx"
         _copy_tokenizer_files(shape.model_dir, infinity)
         for graph in (st_dir / "onnx").glob("model.onnx*"):
-            _link_or_copy(graph, infinity / "onnx" / graph.name)
+            _link_or_copy(graph, infinity / graph.name)
     for artifact, (model_name, file_name) in FLASHRANK_SLOTS.items():
         if artifact in shape.artifacts:
             _flashrank_dir(shape, st_dir / shape.artifacts[artifact], shape.work / "flashrank" / model_name, file_name)

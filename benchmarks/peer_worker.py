@@ -22,8 +22,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 Scorer = Callable[[str, list[str]], list[float]]
 DISTRIBUTIONS = ("rerankd", "torch", "transformers", "onnxruntime", "openvino", "optimum", "optimum-onnx", "optimum-intel",
@@ -155,7 +156,10 @@ def st_prepare(spec: dict[str, Any]) -> dict[str, Any]:
     other documents (``calibration``), written under ST's file name.
     """
     from sentence_transformers import CrossEncoder
-    from sentence_transformers.backend import export_dynamic_quantized_onnx_model, export_optimized_onnx_model
+    from sentence_transformers.backend import (
+        export_dynamic_quantized_onnx_model,
+        export_optimized_onnx_model,
+    )
 
     target = Path(spec["model"])
     wanted = set(spec["artifacts"])

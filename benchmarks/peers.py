@@ -37,25 +37,27 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import workload  # noqa: E402
+import workload
 
 WORKER = Path(__file__).resolve().parent / "peer_worker.py"
 VENV_ROOT = Path.home() / ".cache" / "rerankd" / "peers-venvs"
 ANCHOR = "st"
 REFERENCE = "rerankd-fp32"
 GIB = 2**30
-GROWTH = 1.5  # a live worker's peak RSS times this is what it may come to hold while timing
+GROWTH = 2.0  # a live worker's peak RSS times this is what it may come to hold while timing
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Row:
     label: str
     env: str  # "main" (this interpreter) or a key of VENVS
     kind: str  # a loader of peer_worker.LOADERS
-    options: Callable[["Shape"], dict[str, Any]]
+    options: Callable[[Shape], dict[str, Any]]
     needs: tuple[str, ...] = ()  # prepared artifacts (keys of Shape.artifacts)
 
 
@@ -223,7 +225,7 @@ def ensure_venv(name: str, root: Path = VENV_ROOT) -> Path:
         else:
             steps = [pip + list(spec.requirements)]
         for step in steps:
-            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, check=False).returncode != 0:
                 raise SystemExit(f"pip failed for peer environment {name}; see {log}")
     stamp.write_text(want)
     return python
@@ -258,7 +260,7 @@ class Worker:
         self.spec_path = logs / f"{key}.spec.json"
         self.spec_path.write_text(json.dumps(spec), encoding="utf-8")
         self.log_path = logs / f"{key}.log"
-        self._log = open(self.log_path, "w", encoding="utf-8")
+        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 - held for the worker's life, closed in close()
         self.proc = subprocess.Popen([str(python), str(WORKER), str(self.spec_path)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, text=True, env=worker_env(env))
 
@@ -324,7 +326,7 @@ def export_rerankd(shape: Shape, precision: str, logs: Path) -> None:
     cmd = [sys.executable, "-m", "rerankd.cli", "export", "--model", str(shape.model_dir), "--out", str(out), "--precision", precision]
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"export-{precision}.log", "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env("main"))
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env("main"), check=False)
     if proc.returncode != 0:
         shape.errors[f"rerankd-onnx-{precision}"] = f"rerankd export failed (see {logs / f'export-{precision}.log'})"
         return
@@ -463,48 +465,50 @@ def run_shape(shape: Shape, rows: list[str], query: str, docs: list[str], args: 
     biggest = 0
     budget = mem_available() - args.memory_margin * GIB  # what this shape's workers may hold together
     group = 0
-    for key in order:
-        row = ALL_ROWS[key]
-        results[key] = Result(key)
-        missing = [n for n in row.needs if n not in shape.artifacts]
-        if missing:
-            results[key].error = "not available: " + "; ".join(f"{n}: {shape.errors.get(n, 'not prepared')}" for n in missing)
-            print(f"[load] {key}: {results[key].error}", flush=True)
-            continue
-        need = biggest or guess
-        # Idle workers keep their allocator's high-water mark and grow past it on later runs (ORT's arena:
-        # FlashRank's 100 × 512-token batch went from 3.8 GB at warm-up to 5.4 GB and met the OOM killer),
-        # so count every live worker at its peak with room to grow, and check what the machine has now.
-        committed = GROWTH * sum(results[k].ready["peak_rss"] for k in live)
-        short = committed + need > budget or mem_available() - need < args.memory_margin * GIB
-        if len(live) > (ANCHOR in live) and short:
+    try:
+        for key in order:
+            row = ALL_ROWS[key]
+            results[key] = Result(key)
+            missing = [n for n in row.needs if n not in shape.artifacts]
+            if missing:
+                results[key].error = "not available: " + "; ".join(f"{n}: {shape.errors.get(n, 'not prepared')}" for n in missing)
+                print(f"[load] {key}: {results[key].error}", flush=True)
+                continue
+            need = biggest or guess
+            # Idle workers keep their allocator's high-water mark and grow past it on later runs (ORT's arena:
+            # FlashRank's 100 × 512-token batch went from 3.8 GB at warm-up to 7.2 GB over the rounds),
+            # so count every live worker at its peak with room to grow, and check what the machine has now.
+            committed = GROWTH * sum(results[k].ready["peak_rss"] for k in live)
+            short = committed + need > budget or mem_available() - need < args.memory_margin * GIB
+            if len(live) > (ANCHOR in live) and short:
+                time_group(live, results, args, group)
+                for other in [k for k in live if k != ANCHOR]:
+                    live.pop(other).close()
+                group += 1
+            spec = {"kind": row.kind, "options": row.options(shape), "query": query, "docs": docs, "warmup": args.warmup}
+            try:
+                worker = Worker(key, python_for(row.env, args.venvs), spec, logs, row.env)
+            except SystemExit as exc:
+                results[key].error = str(exc)
+                continue
+            start = time.perf_counter()
+            try:
+                results[key].ready = worker.read()
+            except WorkerError as exc:
+                results[key].error = f"failed to load: {exc}"
+                print(f"[load] {key}: {results[key].error}", flush=True)
+                worker.close()
+                continue
+            live[key] = worker
+            ready = results[key].ready
+            biggest = max(biggest, ready["peak_rss"])
+            print(f"[load] {key}: ready in {time.perf_counter() - start:.0f} s (load {ready['load_s']:.0f} s), peak RSS "
+                  f"{ready['peak_rss'] / 2**20:.0f} MiB, {ready.get('info', {})}", flush=True)
+        if live:
             time_group(live, results, args, group)
-            for other in [k for k in live if k != ANCHOR]:
-                live.pop(other).close()
-            group += 1
-        spec = {"kind": row.kind, "options": row.options(shape), "query": query, "docs": docs, "warmup": args.warmup}
-        try:
-            worker = Worker(key, python_for(row.env, args.venvs), spec, logs, row.env)
-        except SystemExit as exc:
-            results[key].error = str(exc)
-            continue
-        start = time.perf_counter()
-        try:
-            results[key].ready = worker.read()
-        except WorkerError as exc:
-            results[key].error = f"failed to load: {exc}"
-            print(f"[load] {key}: {results[key].error}", flush=True)
+    finally:
+        for worker in live.values():
             worker.close()
-            continue
-        live[key] = worker
-        ready = results[key].ready
-        biggest = max(biggest, ready["peak_rss"])
-        print(f"[load] {key}: ready in {time.perf_counter() - start:.0f} s (load {ready['load_s']:.0f} s), peak RSS "
-              f"{ready['peak_rss'] / 2**20:.0f} MiB, {ready.get('info', {})}", flush=True)
-    if live:
-        time_group(live, results, args, group)
-    for worker in live.values():
-        worker.close()
     return results
 
 
@@ -522,7 +526,7 @@ def table(shape: Shape, rows: list[str], results: dict[str, Result], n_docs: int
 
     reference = results.get(REFERENCE)
     ref_scores = reference.ready.get("scores") if reference and reference.ready else None
-    lines = [f"| system | pairs/s | × ST default | max \\|Δ score\\| | Spearman | peak RSS MiB | round times s (spread) |",
+    lines = ["| system | pairs/s | × ST default | max \\|Δ score\\| | Spearman | peak RSS MiB | round times s (spread) |",
              "|---|---|---|---|---|---|---|"]
     for key in rows:
         result = results[key]
@@ -586,6 +590,8 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
+    # A stopped run still closes its workers (run_shape's finally) instead of leaving them to finish a round.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = machine_lines()
     for line in report:
         print(line, flush=True)

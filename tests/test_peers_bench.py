@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import peers  # noqa: E402
+import peers
 
 QUERY = "What is the capital of France?"
 DOCS = ["Paris is the capital and largest city of France.", "Bananas are a yellow fruit rich in potassium.",

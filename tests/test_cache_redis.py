@@ -79,8 +79,6 @@ def test_two_instances_share_hits(shared_redis: RedisServer) -> None:
 
 CHILD = """
 import json, sys
-from redis_server import REDIS_SERVER, SKIP_REASON, RedisServer, free_port
-
 from rerankd.cache import CachedScore, CacheSettings, build_cache
 cache = build_cache(CacheSettings(mode="redis", redis_url=sys.argv[1], namespace="procs", timeout_ms=500))
 found = cache.lookup([f"parent{i}" for i in range(50)])

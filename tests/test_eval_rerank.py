@@ -68,7 +68,7 @@ def test_mismatched_cache_is_refused(tmp_path: Path, bert_ce: Path, ce_fp32: Rer
     cache = tmp_path / "scores.jsonl"
     rerank(ce_fp32, QUERIES, corpus, candidates, depth=3, cache_path=cache, progress=False)
     bf16 = Reranker.from_pretrained(str(bert_ce), dtype="bf16")
-    with pytest.raises(InputError, match="dtype='float32' but this run has dtype='bfloat16'"):
+    with pytest.raises(InputError, match="dtype=float32 but this run has dtype=bfloat16"):
         rerank(bf16, QUERIES, corpus, candidates, depth=3, cache_path=cache, progress=False)
     other_queries = {**QUERIES, "q1": "largest city in France"}
     with pytest.raises(InputError, match="data="):

@@ -70,7 +70,9 @@ def main() -> None:
     base_dir = Path(tempfile.mkdtemp(prefix="rerankd-base-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_dir), args.base], check=True,
                    capture_output=True)
-    flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512f", "avx2"})
+    from rerankd.hardware import MATRIX_FLAGS, cpu_flags
+
+    flags = sorted(set(MATRIX_FLAGS) & cpu_flags())
     print(f"base {args.base} vs this checkout; CPU flags: {' '.join(flags)}; {os.cpu_count()} CPUs; {args.reps} interleaved rounds\n")
     rows = []
     try:

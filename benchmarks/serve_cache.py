@@ -107,7 +107,9 @@ def main() -> None:
     docs = workload.make_documents(AutoTokenizer.from_pretrained(str(model_dir)), workload.doc_token_lengths(100))
     stream = request_stream(docs, args.requests)
     warm = request_stream(docs, 8, seed=1)
-    flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"amx_bf16", "avx512_bf16", "avx512f", "avx2"})
+    from rerankd.hardware import MATRIX_FLAGS, cpu_flags
+
+    flags = sorted(set(MATRIX_FLAGS) & cpu_flags())
     print(f"CPU flags: {' '.join(flags)}; {os.cpu_count()} CPUs; {args.clients} clients, {args.requests} requests × "
           f"{DOCS_PER_REQUEST} documents, {REPEATS_PER_REQUEST} of them repeats\n", flush=True)
     modes = [("cache off", ()), ("memory", ("--cache", "memory")), ("redis", ("--cache", "redis")),

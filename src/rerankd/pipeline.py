@@ -36,6 +36,7 @@ import numpy as np
 
 from rerankd.backends.base import Backend
 from rerankd.batching import BatchLimits, plan_batches
+from rerankd.cache.inflight import InFlight
 from rerankd.chunking import ChunkSettings, aggregate, windows
 from rerankd.documents import Document, as_document, as_documents, check_modalities
 from rerankd.errors import (
@@ -106,7 +107,7 @@ class RequestScores:
     """Per-document scores of one request, in input order.
 
     ``chunks[i]`` is how many windows document ``i`` was scored as, ``best_chunk[i]`` the one that
-    decided its score (0 without chunking); ``cached`` counts the documents a result cache answered.
+    decided its score (0 without chunking).
     """
 
     raw: np.ndarray
@@ -116,7 +117,6 @@ class RequestScores:
     total_tokens: int
     chunks: list[int] | None = None
     best_chunk: list[int] | None = None
-    cached: int = 0
 
 
 @dataclass
@@ -187,7 +187,9 @@ class Pipeline:
         #: How long documents are handled when a request does not say (``None``: truncated).
         self.chunking = chunking
         self._lock = threading.Lock()
-        self._inflight: Any = None
+        # Made here, not on first use: two first requests racing to make it would each get their own
+        # registry and score the same pair twice.
+        self._inflight = InFlight()
 
     def with_limits(self, limits: RequestLimits, *, observers: Sequence[ScoreObserver] | None = None,
                     cache: Any = None, fingerprint: Mapping[str, str] | None = None,
@@ -200,7 +202,7 @@ class Pipeline:
         view.cache = cache if cache is not None else self.cache
         view.fingerprint = dict(fingerprint or self.fingerprint)
         view.chunking = chunking if chunking is not None else self.chunking
-        view._inflight = None
+        view._inflight = InFlight()
         return view
 
     @property
@@ -381,9 +383,8 @@ class Pipeline:
                 truncated[index] = plan.cut[j] or any(seqs[k].truncated for k in members[j])
                 tokens[index] = sum(len(seqs[k]) for k in members[j])
                 chunks[index] = len(members[j])
-        cached = 0
         if plan.lookup is not None:
-            cached = self._settle(plan, raw, truncated, tokens, chunks, best)
+            self._settle(plan, raw, truncated, tokens)
         scores = RequestScores(
             raw=raw,
             normalized=self.family.normalize(raw),
@@ -392,7 +393,6 @@ class Pipeline:
             total_tokens=plan.tokens,
             chunks=chunks if plan.request.chunking else None,
             best_chunk=best if plan.request.chunking else None,
-            cached=cached,
         )
         for observer in self.observers:
             observer.observe(scores.raw)
@@ -401,7 +401,7 @@ class Pipeline:
     # -- the result cache ---------------------------------------------------------------------------------
 
     def _lookup(self, request: Request, policy: Any) -> "CacheLookup":
-        from rerankd.cache import DEFAULT_POLICY, InFlight, PairKeys
+        from rerankd.cache import DEFAULT_POLICY, PairKeys
 
         policy = policy or DEFAULT_POLICY
         keys = PairKeys(self.fingerprint, request.score_settings()).keys(
@@ -409,8 +409,6 @@ class Pipeline:
         cacheable = [_content_addressed(d) for d in request.documents]
         found = self.cache.lookup([k for k, ok in zip(keys, cacheable) if ok], policy=policy)
         hits = dict(zip([i for i, ok in enumerate(cacheable) if ok], found))
-        if self._inflight is None:
-            self._inflight = InFlight()
         misses = [i for i, ok in enumerate(cacheable) if ok and hits.get(i) is None]
         claim = self._inflight.claim(dict.fromkeys(keys[i] for i in misses))
         mine = set(claim.owned)
@@ -419,9 +417,8 @@ class Pipeline:
         return CacheLookup(keys, {i: h for i, h in hits.items() if h is not None}, owned, waiting, claim, policy,
                            cacheable)
 
-    def _settle(self, plan: Plan, raw: np.ndarray, truncated: list[bool], tokens: list[int], chunks: list[int],
-                best: list[int]) -> int:
-        """Fill in cached pairs, store the new ones, wait for those in flight elsewhere; returns hits."""
+    def _settle(self, plan: Plan, raw: np.ndarray, truncated: list[bool], tokens: list[int]) -> None:
+        """Fill in cached pairs, store the new ones, wait for those in flight elsewhere."""
         from rerankd.cache import CachedScore
 
         lookup = plan.lookup
@@ -441,7 +438,6 @@ class Pipeline:
                 answered.update(self._score_now(plan.request, left))
         for i, entry in answered.items():
             raw[i], truncated[i], tokens[i] = entry.raw, entry.truncated, entry.tokens
-        return len(lookup.hits)
 
     def _score_now(self, request: Request, indices: list[int]) -> dict[int, Any]:
         from rerankd.cache import CachedScore

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
+from rerankd.chunking import ChunkSettings
 from rerankd.errors import EmptyQueryError, InputError, InvalidDocumentError
 from rerankd.server.echo import check_echoable
 from rerankd.text_checks import check_text
@@ -83,20 +84,17 @@ class ChunkingOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_chunks: int = Field(10, ge=1, le=1000, description="windows per document at most")
-    overlap: int = Field(0, ge=0, description="tokens shared by neighbouring windows")
-    aggregation: Literal["max", "first", "mean"] = Field("max", description="how window scores become the document's")
+    max_chunks: int = Field(ChunkSettings.max_chunks, ge=1, le=1000, description="windows per document at most")
+    overlap: int = Field(ChunkSettings.overlap, ge=0, description="tokens shared by neighbouring windows")
+    aggregation: Literal["max", "first", "mean"] = Field(ChunkSettings.aggregation,
+                                                         description="how window scores become the document's")
 
     def to_settings(self) -> Any:
-        from rerankd.chunking import ChunkSettings
-
         return ChunkSettings(self.max_chunks, self.overlap, self.aggregation)
 
 
 def chunking_of(options: bool | ChunkingOptions | None, max_chunks_per_doc: int | None) -> Any:
     """A request's long-document choice: its own options, Cohere's ``max_chunks_per_doc``, or the server's."""
-    from rerankd.chunking import ChunkSettings
-
     if isinstance(options, ChunkingOptions):
         return options.to_settings()
     if options is not None:

@@ -40,7 +40,15 @@ def resolve_device(device: str | None) -> str:
             return "mps"
         return "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+        build = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise InputError(f"device {device!r} was asked for but CUDA is not available here ({build}); use --device cpu")
+    if name.startswith("cuda:"):
+        index = name.partition(":")[2]
+        if not index.isdigit():
+            raise InputError(f"unknown device {device!r}; use cuda or cuda:N with N a GPU index")
+        if int(index) >= torch.cuda.device_count():
+            raise InputError(f"device {device!r} was asked for but this machine has {torch.cuda.device_count()} CUDA "
+                             f"GPU(s), numbered from 0")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("device 'mps' was asked for but Apple MPS is not available here; use --device cpu")
     if not (name == "cpu" or name == "mps" or name.startswith("cuda")):
@@ -49,7 +57,11 @@ def resolve_device(device: str | None) -> str:
 
 
 def default_dtype(device: str) -> str:
-    """bf16 where the hardware runs it fast, fp16 on MPS, fp32 otherwise."""
+    """bf16 where the hardware runs it fast, fp16 on MPS, fp32 otherwise.
+
+    On CUDA: bf16 where ``torch.cuda.is_bf16_supported()`` (Ampere and later), else fp16. fp16 on
+    Qwen-family models can overflow to NaN (rerankd refuses non-finite scores); bf16 cannot, and
+    the score head runs in fp32 either way (``torch_modules.keep_head_fp32``)."""
     import torch
 
     if device.startswith("cuda"):

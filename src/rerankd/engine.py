@@ -41,6 +41,8 @@ class Reranker:
     ) -> None:
         self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits)
         self._fingerprint: dict[str, str] | None = None
+        #: What loading on a GPU chose (memory tier, plan, warm-up); ``None`` when built directly.
+        self.gpu: Any = None
         if cache is not None:
             self.pipeline.cache, self.pipeline.fingerprint = cache, self.fingerprint()
 
@@ -76,6 +78,10 @@ class Reranker:
         max_batch_rows: int | None = None,
         max_documents: int = DEFAULT_MAX_DOCUMENTS,
         cache: Any = None,
+        quantization: str | None = None,
+        memory_tier: str | None = None,
+        gpu_memory_fraction: float | None = None,
+        packed: bool | None = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
@@ -91,6 +97,13 @@ class Reranker:
             max_documents: documents per request.
             cache: a :class:`rerankd.cache.CacheSettings` (or a built ``ResultCache``) to answer repeated
                 (query, document) pairs from, keyed by this model's fingerprint; off by default.
+            quantization: CUDA weight quantization: ``bnb-4bit``, ``bnb-8bit``, ``int8-weight`` or ``fp8``
+                (:mod:`rerankd.gpu_quantization`; the score head stays unquantized).
+            memory_tier: ``auto``, ``24gb``, ``16gb`` or ``12gb``: pick precision, quantization and the
+                batch budget from the model's size and the GPU's memory (:func:`rerankd.memory_plan.choose_tier`).
+            gpu_memory_fraction: the share of the GPU's memory this model may plan for (0.9).
+            packed: unpadded batches; ``None`` packs on CPU only, ``True`` also on CUDA (not yet
+                verified on a GPU: opt-in).
         """
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
@@ -98,16 +111,28 @@ class Reranker:
         from rerankd.hub import resolve_model
 
         model_dir, name = resolve_model(os.fspath(model) if model is not None else None, revision)
+        from rerankd.gpu_setup import after_load, before_load
+
         family = load_family(model_dir, max_length)
-        engine_backend = create_backend(backend, family, device=device, dtype=dtype)
+        gpu = before_load(family, backend, device, dtype, quantization=quantization, memory_tier=memory_tier,
+                          fraction=gpu_memory_fraction, packed=packed)
+        options: dict[str, Any] = {"device": gpu.device, "dtype": gpu.dtype}
+        if gpu.quantization is not None:
+            options["quantization"] = gpu.quantization
+        if packed is not None:
+            options["packed"] = packed
+        engine_backend = create_backend(backend, family, **options)
         device_name = str(getattr(engine_backend, "device", "cpu"))
         limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)
         if cache is not None and not hasattr(cache, "lookup"):
             from rerankd.cache import build_cache
 
             cache = build_cache(cache)
-        return cls(family, engine_backend, name=name, batch_limits=limits, limits=RequestLimits(max_documents=max_documents),
-                   cache=cache)
+        reranker = cls(family, engine_backend, name=name, batch_limits=limits,
+                       limits=RequestLimits(max_documents=max_documents), cache=cache)
+        after_load(gpu, reranker.pipeline, batch_tokens)
+        reranker.gpu = gpu
+        return reranker
 
     # -- the public calls ---------------------------------------------------------------------------
 
@@ -192,7 +217,8 @@ class Reranker:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, **self.family.describe(), **self.backend.describe(),
-                "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents}
+                "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents,
+                **(self.gpu.describe() if self.gpu is not None else {})}
 
     def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
                   max_doc_tokens: int | None, chunking: ChunkSettings | bool | None) -> list[Any]:

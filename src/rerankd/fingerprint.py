@@ -38,6 +38,8 @@ def model_fingerprint(family: Any, backend: Any, name: str) -> dict[str, str]:
         "device_type": device.split(":")[0],
         **family.settings(),
     }
+    if described.get("quantization"):  # quantized weights score differently; unquantized keeps its old keys
+        fields["quantization"] = described["quantization"]
     model_file = described.get("model_file")
     if model_file:  # an ONNX graph is its own weights (with its external data file, if any): hash them too
         graph = Path(model_file)

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 
 from rerankd.backends.base import Backend
-from rerankd.batching import BatchLimits, plan_batches
+from rerankd.batching import BatchLimits, batch_cost, plan_batches
 from rerankd.cache.inflight import InFlight
 from rerankd.chunking import ChunkSettings, aggregate, windows
 from rerankd.documents import Document, as_document, as_documents, check_modalities
@@ -50,6 +50,7 @@ from rerankd.errors import (
     TooManyDocumentsError,
 )
 from rerankd.families import Encoded, Family, PreparedRequest
+from rerankd.gpu_memory import SequenceTooLargeError, TokenBudget, forward_within_memory
 from rerankd.families.base import finite_or_raise
 from rerankd.text_checks import check_text
 from rerankd.types import RerankResult, ScoredDocument
@@ -178,7 +179,8 @@ class Pipeline:
         self.family = family
         self.backend = backend
         self.name = name or str(family.model_dir)
-        self.batch_limits = batch_limits or BatchLimits()
+        # Shared by every view of this pipeline (with_limits): an OOM lowers the budget for all of them.
+        self.budget = TokenBudget(batch_limits or BatchLimits())
         self.limits = limits or RequestLimits()
         self.observers = list(observers)
         #: A :class:`rerankd.cache.ResultCache` (``None``: off) and the fingerprint its keys hold.
@@ -204,6 +206,15 @@ class Pipeline:
         view.chunking = chunking if chunking is not None else self.chunking
         view._inflight = InFlight()
         return view
+
+    @property
+    def batch_limits(self) -> BatchLimits:
+        """How big one forward pass may be (lowered for good when a batch runs out of GPU memory)."""
+        return self.budget.limits
+
+    @batch_limits.setter
+    def batch_limits(self, limits: BatchLimits) -> None:
+        self.budget.limits = limits
 
     @property
     def pads(self) -> bool:
@@ -333,10 +344,18 @@ class Pipeline:
     # -- schedule and run ---------------------------------------------------------------------------------
 
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
-        """One batch through the backend (the caller grouped it), outputs checked finite."""
+        """One batch through the backend (the caller grouped it), outputs checked finite.
+
+        Out of device memory, the batch is split and retried and the budget lowered
+        (:func:`rerankd.gpu_memory.forward_within_memory`); a sequence that does not fit alone
+        raises :class:`~rerankd.gpu_memory.SequenceTooLargeError` with its position in ``sequences``.
+        """
         with self._lock:
             try:
-                out = self.backend.forward(sequences)
+                out = forward_within_memory(
+                    self.backend.forward, sequences, self.budget,
+                    cost=lambda rows: batch_cost([s.planned_cost for s in rows], padded=self.pads),
+                    device=str(getattr(self.backend, "device", "")), concat=np.concatenate)
             except RerankdError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any backend failure becomes one error kind
@@ -349,10 +368,21 @@ class Pipeline:
         """Outputs for any number of sequences: planned into batches, run, returned in input order."""
         if not sequences:
             return np.zeros((0,), dtype=np.float64)
-        batches = plan_batches([s.planned_cost for s in sequences], self.batch_limits, padded=self.pads)
+        limits = self.batch_limits
+        batches = plan_batches([s.planned_cost for s in sequences], limits, padded=self.pads)
         outputs: np.ndarray | None = None
-        for rows in _progress(batches, progress, total_items=len(sequences)):
-            out = self.forward([sequences[i] for i in rows])
+        for k, rows in enumerate(_progress(batches, progress, total_items=len(sequences))):
+            if self.batch_limits != limits:  # an OOM lowered the budget: plan what is left again
+                limits = self.batch_limits
+                left = [i for b in batches[k:] for i in b]
+                batches[k:] = [[left[j] for j in b] for b in
+                               plan_batches([sequences[i].planned_cost for i in left], limits, padded=self.pads)]
+                rows = batches[k]
+            try:
+                out = self.forward([sequences[i] for i in rows])
+            except SequenceTooLargeError as exc:  # name it by its place among the caller's sequences
+                index = rows[exc.position]
+                raise SequenceTooLargeError(f"sequence {index}: {exc}", index, exc.tokens) from None
             if outputs is None:
                 outputs = np.zeros((len(sequences),) + out.shape[1:], dtype=np.float64)
             outputs[rows] = out

@@ -14,13 +14,18 @@ row, pooling) then read each sequence's own positions, with the head pieces of
 :mod:`rerankd.backends.torch_modules`.
 
 The packed modules take the sequences themselves: the batch is never padded to be unpadded again.
-Used for the architectures below on CPU; other models and accelerators use the padded modules.
+Used for the architectures below on CPU. On CUDA the same modules run with torch's varlen flash
+attention (:func:`attention_kernel`), only when asked for (``packed=True``, ``--packed on``): that
+path has not been verified on a GPU yet (``benchmarks/gpu_check.py`` is the check), so the padded
+modules stay the default there and on MPS.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import inspect
 from typing import Any, Callable, Iterator, Sequence
 
 from rerankd._optional import require
@@ -54,10 +59,12 @@ def packed_attention(
     is_causal: bool | None = None,
     **kwargs: Any,
 ) -> tuple[Any, None]:
-    """SDPA per packed sequence, no mask. query (1, heads, T, d) → output (1, T, heads, d).
+    """Attention per packed sequence, no mask. query (1, heads, T, d) → output (1, T, heads, d).
 
-    With a :class:`SharedPrefix` in the packing context, a decoder either records each layer's keys
-    and values of the prefix, or attends to the recorded prefix as well as to its own sequence.
+    On CUDA in fp16/bf16, one call of torch's varlen flash attention for the whole batch
+    (:func:`attention_kernel`); elsewhere SDPA per sequence. With a :class:`SharedPrefix` in the
+    packing context, a decoder either records each layer's keys and values of the prefix, or attends
+    to the recorded prefix as well as to its own sequence.
     """
     context = _PACKING.get()
     if context is None:
@@ -65,6 +72,11 @@ def packed_attention(
     bounds, prefix = context
     causal = is_causal if is_causal is not None else bool(getattr(module, "is_causal", False))
     groups = int(getattr(module, "num_key_value_groups", 1) or 1)
+    if prefix is None and attention_kernel(query.device.type, query.dtype, varlen_parameters()) == "varlen":
+        options = varlen_options(varlen_parameters() or frozenset(), causal=causal, scaling=scaling,
+                                 head_dim=query.shape[-1], groups=groups)
+        if options is not None:
+            return _varlen_attention(query, key, value, bounds, groups, options), None
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
@@ -72,12 +84,94 @@ def packed_attention(
         prefix.layers[module.layer_idx] = (key, value)
     elif prefix is not None:
         return _attend_with_prefix(query, key, value, bounds, prefix.layers[module.layer_idx], scaling), None
+    return sdpa_per_sequence(query, key, value, bounds, causal, scaling), None
+
+
+def sdpa_per_sequence(query: Any, key: Any, value: Any, bounds: list[int], causal: bool, scaling: float | None) -> Any:
+    """SDPA with no mask on each packed sequence: (1, heads, T, d) in, (1, T, heads, d) out. Any device."""
     out = torch.empty_like(query)
     for start, end in zip(bounds[:-1], bounds[1:]):
         out[:, :, start:end] = nn.functional.scaled_dot_product_attention(
             query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=causal, scale=scaling
         )
-    return out.transpose(1, 2).contiguous(), None
+    return out.transpose(1, 2).contiguous()
+
+
+# -- CUDA: torch's varlen flash attention, its signature read at run time --------------------------------
+
+#: The positional parameters rerankd passes to ``torch.nn.attention.varlen.varlen_attn``.
+VARLEN_POSITIONAL = ("query", "key", "value", "cu_seq_q", "cu_seq_k", "max_q", "max_k")
+
+
+@functools.lru_cache(maxsize=1)
+def varlen_parameters() -> frozenset[str] | None:
+    """The parameter names of this torch's ``varlen_attn``, or None when it has none rerankd can call."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return parameters_if_callable(inspect.signature(varlen_attn))
+
+
+def parameters_if_callable(signature: inspect.Signature) -> frozenset[str] | None:
+    """The signature's parameter names when its leading positional ones are :data:`VARLEN_POSITIONAL`."""
+    names = list(signature.parameters)
+    return frozenset(names) if tuple(names[: len(VARLEN_POSITIONAL)]) == VARLEN_POSITIONAL else None
+
+
+def attention_kernel(device_type: str, dtype: Any, varlen: frozenset[str] | None) -> str:
+    """``varlen`` (one flash call for the batch) on CUDA in fp16/bf16 where torch has it, else ``sdpa``.
+
+    Example:
+        >>> attention_kernel("cpu", torch.bfloat16, frozenset(VARLEN_POSITIONAL))
+        'sdpa'
+    """
+    if device_type == "cuda" and dtype in (torch.float16, torch.bfloat16) and varlen is not None:
+        return "varlen"
+    return "sdpa"
+
+
+def varlen_options(parameters: frozenset[str], *, causal: bool, scaling: float | None, head_dim: int,
+                   groups: int) -> dict[str, Any] | None:
+    """Keyword arguments that make ``varlen_attn`` compute this layer's attention; None if it cannot.
+
+    torch 2.10 took ``is_causal``; later versions a ``window_size`` ((-1, 0) is causal), a ``scale``
+    and ``enable_gqa`` (grouped-query heads without repeating keys and values).
+
+    Example:
+        >>> varlen_options(frozenset({"window_size", "scale"}), causal=True, scaling=None, head_dim=64, groups=1)
+        {'window_size': (-1, 0)}
+    """
+    options: dict[str, Any] = {}
+    if causal:
+        if "is_causal" in parameters:
+            options["is_causal"] = True
+        elif "window_size" in parameters:
+            options["window_size"] = (-1, 0)
+        else:
+            return None
+    if scaling is not None:
+        if "scale" in parameters:
+            options["scale"] = scaling
+        elif abs(scaling - head_dim ** -0.5) > 1e-9:  # a custom scale this torch cannot take
+            return None
+    if groups > 1 and "enable_gqa" in parameters:
+        options["enable_gqa"] = True
+    return options
+
+
+def _varlen_attention(query: Any, key: Any, value: Any, bounds: list[int], groups: int, options: dict[str, Any]) -> Any:
+    from torch.nn.attention.varlen import varlen_attn
+
+    if groups > 1 and not options.get("enable_gqa"):
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    cu = torch.tensor(bounds, dtype=torch.int32, device=query.device)
+    longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    # (1, heads, T, d) → (T, heads, d), the varlen layout.
+    q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))
+    out = varlen_attn(q, k, v, cu, cu, longest, longest, **options)
+    return out.unsqueeze(0)
 
 
 class SharedPrefix:
@@ -108,14 +202,48 @@ def _flash_with_lse(query: Any, key: Any, value: Any, causal: bool, scaling: flo
     return out, lse
 
 
+def _varlen_with_lse(query: Any, key: Any, value: Any, bounds_q: list[int], bounds_k: list[int], causal: bool,
+                     scaling: float | None) -> tuple[Any, Any]:
+    """CUDA: one varlen call over all sequences, in the CPU op's layout: out (1, H, T, d), lse (1, H, T)."""
+    from torch.nn.attention.varlen import AuxRequest, varlen_attn
+
+    options = varlen_options(varlen_parameters() or frozenset(), causal=causal, scaling=scaling,
+                             head_dim=query.shape[-1], groups=1) or {}
+    cu_q = torch.tensor(bounds_q, dtype=torch.int32, device=query.device)
+    cu_k = torch.tensor(bounds_k, dtype=torch.int32, device=query.device)
+    max_q = max(b - a for a, b in zip(bounds_q[:-1], bounds_q[1:]))
+    max_k = max(b - a for a, b in zip(bounds_k[:-1], bounds_k[1:]))
+    q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))
+    out, lse = varlen_attn(q, k, v, cu_q, cu_k, max_q, max_k, return_aux=AuxRequest(lse=True), **options)
+    heads, tokens = q.shape[1], q.shape[0]
+    if lse.shape == (tokens, heads):  # documented layout (T, H); some versions return (H, T)
+        lse = lse.transpose(0, 1)
+    return out.transpose(0, 1).unsqueeze(0), lse.unsqueeze(0).float()
+
+
+def shared_prefix_supported(device: Any) -> bool:
+    """Whether the prefix-once path has its log-sum-exp kernels on this device (CPU; CUDA with varlen lse)."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return True
+    params = varlen_parameters()
+    return kind == "cuda" and params is not None and "return_aux" in params
+
+
 def _attend_with_prefix(query: Any, key: Any, value: Any, bounds: list[int], prefix_kv: tuple[Any, Any], scaling: float | None) -> Any:
     """Causal attention over [shared prefix; own tokens], as two mask-free parts merged by log-sum-exp.
 
     Every token sees the whole prefix (one call for all sequences) and the causal part of its own
-    sequence (one call each). The softmax over the union is the two partial results weighted by
-    exp(lse_part − lse_total); for two parts the prefix's weight is sigmoid(lse_prefix − lse_own),
-    so the merge is one lerp. Exact up to rounding.
+    sequence (one call each on CPU, one varlen call on CUDA). The softmax over the union is the two
+    partial results weighted by exp(lse_part − lse_total); for two parts the prefix's weight is
+    sigmoid(lse_prefix − lse_own), so the merge is one lerp. Exact up to rounding.
     """
+    if query.device.type == "cuda":
+        total, width = query.shape[2], prefix_kv[0].shape[2]
+        on_prefix, lse_prefix = _varlen_with_lse(query, prefix_kv[0], prefix_kv[1], [0, total], [0, width], False, scaling)
+        own, lse_own = _varlen_with_lse(query, key, value, bounds, bounds, True, scaling)
+        weight = torch.sigmoid(lse_prefix - lse_own).unsqueeze(-1).to(own.dtype)
+        return torch.lerp(own, on_prefix, weight).transpose(1, 2).contiguous()
     on_prefix, lse_prefix = _flash_with_lse(query, prefix_kv[0], prefix_kv[1], False, scaling)
     out = torch.empty_like(query)
     for start, end in zip(bounds[:-1], bounds[1:]):
@@ -226,7 +354,7 @@ class PackedLastTokenYesNo(nn.Module):
 
     def forward(self, sequences: Sequence[Encoded]) -> Any:
         device = self.head_row.device
-        shared = shared_prefix_length(sequences) if len(sequences) > 1 else 0
+        shared = shared_prefix_length(sequences) if len(sequences) > 1 and shared_prefix_supported(device) else 0
         if shared < MIN_SHARED_PREFIX:
             packed = PackedInputs(sequences, 0, device)
             with packing(packed.bounds):

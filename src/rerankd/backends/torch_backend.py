@@ -23,7 +23,11 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
-                 onednn: bool = True) -> None:
+                 onednn: bool = True, quantization: str | None = None, module: Any = None) -> None:
+        """``packed``: ``None`` packs on CPU only; ``True`` also on CUDA (opt-in: that path awaits its GPU
+        verification, ``benchmarks/gpu_check.py``). ``quantization``: CUDA weight quantization
+        (:mod:`rerankd.gpu_quantization`). ``module``: an already built padded module (the weights
+        of ``family``) instead of loading them from ``family.model_dir``."""
         self.torch = require("torch")
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
@@ -32,9 +36,15 @@ class TorchBackend:
         self.family = family
         self.device = resolve_device(device)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
-        self.module = build_module(family, torch_dtype(self.dtype), self.device)
+        self.quantization = quantization
+        if quantization is not None:
+            from rerankd.gpu_quantization import check_quantization
+
+            check_quantization(quantization, self.device)
+        self.module = module if module is not None else build_module(family, torch_dtype(self.dtype), self.device,
+                                                                    quantization)
         self.parameters = sum(p.numel() for p in self.module.parameters())
-        # Packing pays on CPUs (see backends/packed.py); accelerators run padded batches well.
+        # Packing pays on CPUs (see backends/packed.py); on CUDA it is opt-in until verified there.
         self.packed = supports_packing(family) and self.device == "cpu" if packed is None else packed
         if self.packed:
             self.module = packed_module(family, self.module)
@@ -61,7 +71,16 @@ class TorchBackend:
             out = self.module(**inputs)
             return out.float().cpu().numpy()
 
+    def attention(self) -> str:
+        """The attention kernel of packed batches here (``varlen`` or ``sdpa``), or ``padded``."""
+        if not self.packed:
+            return "padded"
+        from rerankd.backends.packed import attention_kernel, varlen_parameters
+
+        return attention_kernel(self.torch.device(self.device).type, torch_dtype(self.dtype), varlen_parameters())
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters,
-                "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
+                "packed": self.packed, "attention": self.attention(), "quantization": self.quantization,
+                "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations}

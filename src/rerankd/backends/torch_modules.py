@@ -51,6 +51,47 @@ def pool(hidden: Any, attention_mask: Any, mode: str, normalize: bool) -> Any:
     return nn.functional.normalize(pooled, p=2, dim=1) if normalize else pooled
 
 
+class Fp32Head(nn.Module):
+    """A score head kept in fp32 inside a bf16/fp16 model: its input is upcast, its weights are fp32.
+
+    In bf16 a sigmoid (or a 1-row projection) over 8 mantissa bits collapses nearby scores into
+    ties and reorders rankings with the batch; the head is a few thousand FLOPs per row, so fp32
+    costs nothing measurable.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner.float()
+
+    def forward(self, hidden: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.inner(hidden.float(), *args, **kwargs)
+
+
+def keep_head_fp32(model: Any) -> list[str]:
+    """Wrap every head module of a transformers classifier in :class:`Fp32Head`; the names wrapped.
+
+    The head is whatever sits beside the base model (``classifier``, ``score``, DeBERTa's
+    ``pooler``, ModernBERT's ``head``), plus BERT's pooler inside it (dense + tanh, read only by
+    the head). Modules without weights (dropout) stay as they are.
+
+    Example:
+        >>> keep_head_fp32(bert_for_sequence_classification)     # doctest: +SKIP
+        ['classifier', 'bert.pooler']
+    """
+    wrapped: list[str] = []
+    base_name = getattr(model, "base_model_prefix", "")
+    for name, child in list(model.named_children()):
+        if name != base_name and not isinstance(child, Fp32Head) and any(True for _ in child.parameters()):
+            setattr(model, name, Fp32Head(child))
+            wrapped.append(name)
+    base = getattr(model, base_name, None)
+    pooler = getattr(base, "pooler", None) if base is not None else None
+    if isinstance(pooler, nn.Module) and not isinstance(pooler, Fp32Head) and any(True for _ in pooler.parameters()):
+        base.pooler = Fp32Head(pooler)
+        wrapped.append(f"{base_name}.pooler")
+    return wrapped
+
+
 # -- padded modules, one per head kind ----------------------------------------------------------------
 
 
@@ -97,6 +138,8 @@ class PooledEmbeddingModule(nn.Module):
 def _pair_logit(family: Family, head: PairLogit, path: str, common: dict[str, Any]) -> nn.Module:
     transformers = require("transformers")
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path, **common)
+    if getattr(model, "dtype", None) not in (None, torch.float32):
+        keep_head_fp32(model)  # the head reads an upcast hidden state (bf16/fp16 models)
     return PairClassifierScore(model, head.num_labels)
 
 
@@ -120,8 +163,13 @@ PADDED_MODULES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_module(family: Family, dtype: Any, device: str) -> nn.Module:
-    """Load the weights of ``family.model_dir`` into the padded module for the family's head."""
+def build_module(family: Family, dtype: Any, device: str, quantization: str | None = None) -> nn.Module:
+    """Load the weights of ``family.model_dir`` into the padded module for the family's head.
+
+    ``quantization`` (CUDA only, :mod:`rerankd.gpu_quantization`): load the weights through that
+    transformers quantization config, the head left unquantized. A checkpoint quantized already
+    (AWQ, GPTQ, ...) is loaded as it is, once its library is checked to be there.
+    """
     transformers = require("transformers")
     transformers.utils.logging.disable_progress_bar()  # a server's log is no place for load bars
     head = family.head
@@ -131,11 +179,29 @@ def build_module(family: Family, dtype: Any, device: str) -> nn.Module:
     # No attn_implementation: transformers picks SDPA where the architecture has it (DeBERTa-v2 does not).
     from rerankd.compat import dtype_kwarg
 
+    from rerankd.gpu_quantization import check_checkpoint, quantization_config
+
+    common = dtype_kwarg(dtype)
+    quantized = check_checkpoint(family.config, device) is not None
+    if quantization is not None:
+        common["quantization_config"] = quantization_config(quantization, head.kind, dtype)
+        quantized = True
+    if quantized:
+        # Quantized weights are placed while they load; .to() on them is refused by bitsandbytes.
+        common["device_map"] = {"": device}
     try:
-        module = builder(family, head, str(family.model_dir), dtype_kwarg(dtype))
+        module = builder(family, head, str(family.model_dir), common)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"could not load the weights of {family.model_dir}: {exc}") from exc
-    return module.to(device).eval()
+    except ImportError as exc:  # a quantization library transformers wanted and did not find
+        from rerankd.errors import MissingDependencyError
+
+        raise MissingDependencyError(f"loading {family.model_dir} needs a library that is not installed: {exc}") from exc
+    if not quantized:
+        return module.to(device).eval()
+    for name, buffer in list(module.named_buffers(recurse=False)):  # the yes−no row, read on the CPU
+        setattr(module, name, buffer.to(device))
+    return module.eval()
 
 
 def yes_minus_no_row(family: Family, head: YesNoRow, base: Any) -> Any:

@@ -241,6 +241,9 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
         content, content_type = metrics.render()
         return Response(content, media_type=content_type)
 
+    from rerankd.server.metrics import MemoryCollector
+
+    metrics.registry.register(MemoryCollector(service.pipelines))
     if service.cache is not None:
         from rerankd.cache.metrics import register_cache_metrics
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator, Mapping
+
 from rerankd._optional import require
 
 _BATCH_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -83,3 +85,39 @@ class ServerMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
+
+
+class MemoryCollector:
+    """Per model: OOM back-offs and the current batch budget; per CUDA device in use: memory gauges.
+
+    Read at scrape time from the pipelines' shared :class:`~rerankd.gpu_memory.TokenBudget` and
+    from the device (``rerankd_gpu_memory_bytes{device,kind}``, kind = used, reserved, total;
+    absent on CPU and MPS).
+    """
+
+    def __init__(self, pipelines: Mapping[str, Any]) -> None:
+        self.pipelines = dict(pipelines)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from rerankd.gpu_memory import read_device_memory
+
+        backoffs = CounterMetricFamily("rerankd_oom_backoffs", "batches that ran out of device memory and were "
+                                       "split (the budget was lowered)", labels=["model"])
+        budget = GaugeMetricFamily("rerankd_batch_token_budget", "tokens one forward pass may hold now", labels=["model"])
+        devices: dict[str, None] = {}
+        for name, pipeline in self.pipelines.items():
+            backoffs.add_metric([name], pipeline.budget.backoffs)
+            budget.add_metric([name], pipeline.budget.limits.max_tokens)
+            devices[str(getattr(pipeline.backend, "device", "cpu"))] = None
+        yield backoffs
+        yield budget
+        memory = GaugeMetricFamily("rerankd_gpu_memory_bytes", "GPU memory: used (all processes), reserved (by this "
+                                   "process's allocator), total", labels=["device", "kind"])
+        for device in devices:
+            state = read_device_memory(device)
+            if state is not None:
+                for kind in ("used", "reserved", "total"):
+                    memory.add_metric([device, kind], state.gauges()[kind])
+        yield memory

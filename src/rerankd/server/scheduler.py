@@ -10,7 +10,8 @@ hands each request its outputs through its event loop.
 Guarantees the server relies on:
 
 * a batch that raises fails every request in it with that error, and the rest of those requests'
-  sequences are dropped: no caller ever hangs;
+  sequences are dropped: no caller ever hangs; out of device memory, the pipeline splits the batch
+  itself, and only the request owning a sequence that does not fit alone fails (413);
 * a request whose awaiting task was cancelled (its client disconnected) has its sequences dropped
   before inference;
 * :meth:`close` lets the worker finish what is queued before it exits (graceful shutdown).
@@ -31,6 +32,7 @@ import numpy as np
 from rerankd.batching import batch_cost, plan_batches
 from rerankd.errors import InputTooLargeError, OverloadedError
 from rerankd.families import Encoded
+from rerankd.gpu_memory import SequenceTooLargeError
 
 log = logging.getLogger("rerankd.server")
 
@@ -233,6 +235,16 @@ class BatchScheduler:
                     self.observer.queue_wait(self.name, start - job.submitted)
         try:
             out = self.engine.forward([item.sequence for item in items])
+        except SequenceTooLargeError as exc:
+            # Only the request owning the sequence that does not fit fails; the others are run again.
+            culprit = items[exc.position].job
+            culprit.failed = True
+            _call_in_loop(culprit.loop, _fail, culprit.future, SequenceTooLargeError(
+                f"sequence {items[exc.position].position} of the request: {exc}", exc.position, exc.tokens))
+            rest = [item for item in items if item.job is not culprit]
+            if rest:
+                self._execute(rest)
+            return
         except BaseException as exc:  # noqa: BLE001 - whatever happens, every caller in the batch must hear
             log.warning("batch of %d sequences from %d requests failed on model %s: %r", len(items), len(jobs), self.name, exc)
             for job in jobs:

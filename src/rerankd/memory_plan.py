@@ -136,7 +136,7 @@ def estimate_bytes_per_token(config: Mapping[str, Any], dtype_bytes: int = 2) ->
 
     Example:
         >>> estimate_bytes_per_token({"hidden_size": 1024, "intermediate_size": 4096})
-        57344
+        36864
     """
     hidden = int(config.get("hidden_size") or config.get("d_model") or 1024)
     inter = int(config.get("intermediate_size") or 4 * hidden)

@@ -28,8 +28,10 @@ import numpy as np
 
 from rerankd.errors import InputError, QualityBoundError
 
-TARGETS = ("int8", "int4", "bf16", "fp16")
+TARGETS = ("int8", "int4", "bf16", "fp16", "bnb-4bit", "bnb-8bit", "int8-weight", "fp8")
 _ONNX_TARGETS = ("int8", "int4")
+#: Weights quantized by transformers' quantization configs, on CUDA (rerankd.gpu_quantization).
+_GPU_TARGETS = ("bnb-4bit", "bnb-8bit", "int8-weight", "fp8")
 
 
 def quantize_model(
@@ -44,14 +46,28 @@ def quantize_model(
     eval_queries: int = 50,
     candidates: int = 30,
     revision: str | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Quantize ``model`` to ``to`` into ``out`` and return the report (also written as report.json/.md)."""
+    """Quantize ``model`` to ``to`` into ``out`` and return the report (also written as report.json/.md).
+
+    ``device``: where both sides are measured (``cuda`` adds their peak GPU memory to the report);
+    the GPU targets (bnb-4bit, bnb-8bit, int8-weight, fp8) need ``cuda``.
+    """
     from rerankd.families import load_family
     from rerankd.hub import resolve_model
     from rerankd.measure import weights_size_bytes
 
     if to not in TARGETS:
         raise InputError(f"cannot quantize to {to!r}; use one of {', '.join(TARGETS)}")
+    from rerankd.device import resolve_device
+
+    device = resolve_device(device)  # a missing GPU is refused before anything is loaded
+    if to in _GPU_TARGETS:
+        from rerankd.gpu_quantization import check_quantization
+
+        check_quantization(to, device)
+    elif to in _ONNX_TARGETS and device != "cpu":
+        raise InputError(f"--to {to} is an ONNX Runtime CPU model; measure it with --device cpu")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not empty; pick another --out or remove it")
@@ -61,15 +77,18 @@ def quantize_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rerankd-quantize-", dir=out.parent) as work:
         staged = Path(work) / "model"
-        write_quantized(model_dir, family, to, staged)
+        write_quantized(model_dir, family, to, staged, device)
         backend = "onnx" if to in _ONNX_TARGETS else "torch"
         sides = {
             "original": {"path": str(model_dir), "backend": "torch", "dtype": "fp32", "size_bytes": weights_size_bytes(model_dir)},
-            "quantized": {"path": str(staged), "backend": backend, "dtype": to, "size_bytes": weights_size_bytes(staged)},
+            "quantized": {"path": str(staged), "backend": backend, "dtype": "bf16" if to in _GPU_TARGETS else to,
+                          "size_bytes": weights_size_bytes(staged)},
         }
+        if to in _GPU_TARGETS:
+            sides["quantized"]["quantization"] = to
         scores = {}
         for side, spec in sides.items():
-            result = measure_in_subprocess(spec["path"], spec["backend"], spec["dtype"], quality_sets.sets)
+            result = measure_in_subprocess(spec["path"], spec["backend"], spec["dtype"], quality_sets.sets, device)
             scores[side] = result.pop("scores")
             spec.update(result)
         report = build_report(name, to, sides, quality_sets, scores, max_ndcg_drop, force)
@@ -89,8 +108,9 @@ def quantize_model(
     return report
 
 
-def write_quantized(model_dir: Path, family: Any, to: str, out: Path) -> None:
-    """The quantized model directory: an int8 or int4 ONNX export, or the torch checkpoint in bf16/fp16."""
+def write_quantized(model_dir: Path, family: Any, to: str, out: Path, device: str = "cpu") -> None:
+    """The quantized model directory: an int8 or int4 ONNX export, the torch checkpoint in bf16/fp16,
+    or (on CUDA) the checkpoint quantized by transformers with its ``quantization_config``."""
     if to in _ONNX_TARGETS:
         from rerankd.export import export_model
 
@@ -109,15 +129,23 @@ def write_quantized(model_dir: Path, family: Any, to: str, out: Path) -> None:
         loader = transformers.AutoModelForCausalLM
     else:
         loader = transformers.AutoModelForSequenceClassification
-    weights = loader.from_pretrained(str(model_dir), **dtype_kwarg(torch_dtype(normalize_dtype(to) or "float32")))
+    options: dict[str, Any] = dtype_kwarg(torch_dtype(normalize_dtype(to if to not in _GPU_TARGETS else "bf16") or "float32"))
+    if to in _GPU_TARGETS:
+        from rerankd.gpu_quantization import quantization_config
+
+        options["quantization_config"] = quantization_config(to, family.head.kind, options.get("dtype", options.get("torch_dtype")))
+        options["device_map"] = {"": device}
+    weights = loader.from_pretrained(str(model_dir), **options)
     out.mkdir(parents=True)
     copy_model_files(model_dir, out)
-    weights.save_pretrained(str(out))  # rewrites config.json with the new dtype
+    weights.save_pretrained(str(out))  # rewrites config.json with the new dtype (and quantization_config)
 
 
-def measure_in_subprocess(path: str, backend: str, dtype: str, sets: list[tuple[str, list[str]]]) -> dict[str, Any]:
-    """Load one side in a fresh interpreter; its pairs/s on rerank-100, peak RSS and scores on ``sets``."""
-    request = json.dumps({"path": path, "backend": backend, "dtype": dtype, "sets": sets})
+def measure_in_subprocess(path: str, backend: str, dtype: str, sets: list[tuple[str, list[str]]],
+                          device: str = "cpu") -> dict[str, Any]:
+    """Load one side in a fresh interpreter; its pairs/s on rerank-100, peak RSS (and peak GPU memory on
+    CUDA) and scores on ``sets``."""
+    request = json.dumps({"path": path, "backend": backend, "dtype": dtype, "sets": sets, "device": device})
     proc = subprocess.run([sys.executable, "-m", "rerankd.quantize"], input=request, capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("{")), None)
     if proc.returncode != 0 or line is None:
@@ -134,11 +162,18 @@ def _measure_child() -> None:
 
     request = json.loads(sys.stdin.read())
     dtype = None if request["dtype"] in _ONNX_TARGETS else request["dtype"]
-    reranker = Reranker.from_pretrained(request["path"], backend=request["backend"], dtype=dtype, device="cpu")
+    device = request.get("device", "cpu")
+    reranker = Reranker.from_pretrained(request["path"], backend=request["backend"], dtype=dtype, device=device)
     query, documents = rerank_workload(100)
     speed = pairs_per_second(lambda: reranker.score(query, documents), len(documents), reps=2)
     scores = [reranker.score(q, docs) for q, docs in request["sets"]]
-    print(json.dumps({"pairs_per_s": round(speed, 3), "peak_rss_bytes": peak_rss_bytes(), "scores": scores}))
+    result = {"pairs_per_s": round(speed, 3), "peak_rss_bytes": peak_rss_bytes(), "scores": scores}
+    from rerankd.gpu_memory import read_device_memory
+
+    memory = read_device_memory(device)
+    if memory is not None:
+        result["peak_gpu_bytes"] = memory.peak_allocated
+    print(json.dumps(result))
 
 
 def build_report(name: str, to: str, sides: dict[str, dict[str, Any]], quality_sets: "QualitySets",
@@ -180,6 +215,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         ("peak RSS (MiB)", f"{o['peak_rss_bytes'] / 2**20:.0f}", f"{q['peak_rss_bytes'] / 2**20:.0f}"),
         ("pairs/s, rerank-100", f"{o['pairs_per_s']:.2f}", f"{q['pairs_per_s']:.2f}"),
     ]
+    if "peak_gpu_bytes" in o:
+        rows.insert(3, ("peak GPU memory (MiB)", f"{o['peak_gpu_bytes'] / 2**20:.0f}", f"{q['peak_gpu_bytes'] / 2**20:.0f}"))
     for metric in ("ndcg@10", "mrr@10"):
         if metric in quality:
             rows.append((metric.upper(), f"{quality[metric]['original']:.4f}", f"{quality[metric]['quantized']:.4f}"))

@@ -259,6 +259,19 @@ def _register() -> None:
     AttentionInterface.register(ATTENTION_NAME, packed_attention)
 
 
+def packs_by_default(device: str, supported: bool) -> bool:
+    """Whether a model whose architecture packs (``supported``) runs packed on ``device`` unless told.
+
+    CPU: yes (measured faster). CUDA: not until ``benchmarks/gpu_check.py`` has verified it on a GPU
+    (opt in with ``packed=True``). MPS: no (padded SDPA).
+
+    Example:
+        >>> packs_by_default("cpu", True), packs_by_default("cuda", True), packs_by_default("cpu", False)
+        (True, False, False)
+    """
+    return supported and device == "cpu"
+
+
 def supports_packing(family: Family) -> bool:
     from rerankd.compat import packing_supported
 

@@ -30,7 +30,7 @@ class TorchBackend:
         of ``family``) instead of loading them from ``family.model_dir``."""
         self.torch = require("torch")
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
-        from rerankd.backends.packed import packed_module, supports_packing
+        from rerankd.backends.packed import packed_module, packs_by_default, supports_packing
         from rerankd.backends.torch_modules import build_module
 
         self.family = family
@@ -45,7 +45,7 @@ class TorchBackend:
                                                                     quantization)
         self.parameters = sum(p.numel() for p in self.module.parameters())
         # Packing pays on CPUs (see backends/packed.py); on CUDA it is opt-in until verified there.
-        self.packed = supports_packing(family) and self.device == "cpu" if packed is None else packed
+        self.packed = packs_by_default(self.device, supports_packing(family)) if packed is None else packed
         if self.packed:
             self.module = packed_module(family, self.module)
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);

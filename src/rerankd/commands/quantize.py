@@ -1,4 +1,4 @@
-"""``rerankd quantize``: write a model in int8, int4, bf16 or fp16 with a report (report.json + report.md) of size, peak
+"""``rerankd quantize``: write a model in int8, int4, bf16 or fp16 (or, on CUDA, 4/8-bit or fp8 weights) with a report (report.json + report.md) of size, peak
 memory, speed and quality against the original; refuses (writes nothing) when NDCG@10 on --eval drops more than
 --max-ndcg-drop, unless --force."""
 
@@ -12,9 +12,13 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("quantize", help="quantize a model and report what it costs in quality", description=__doc__)
     parser.add_argument("--model", "-m", default=None, help="model directory or hub id (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
-    parser.add_argument("--to", required=True, choices=["int8", "int4", "bf16", "fp16"],
+    parser.add_argument("--to", required=True, choices=["int8", "int4", "bf16", "fp16", "bnb-4bit", "bnb-8bit",
+                                                          "int8-weight", "fp8"],
                         help="int8: ONNX dynamic int8; int4: ONNX 4-bit block-wise weights (smallest; both onnx backend); "
-                             "bf16/fp16: torch checkpoint in that dtype")
+                             "bf16/fp16: torch checkpoint in that dtype; bnb-4bit/bnb-8bit/int8-weight/fp8: weights "
+                             "quantized on CUDA by transformers (needs --device cuda)")
+    parser.add_argument("--device", default="cpu", help="where both sides are measured: cpu, cuda or cuda:N "
+                                                        "(cuda adds peak GPU memory to the report)")
     parser.add_argument("--out", "-o", required=True, help="directory to write (must not exist or be empty)")
     parser.add_argument("--eval", default=None, metavar="DATASET", help="BEIR folder: compare NDCG@10/MRR@10 reranking its BM25 top-k")
     parser.add_argument("--split", default="test", help="qrels split of DATASET")
@@ -31,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
 
     report = quantize_model(args.model, args.to, args.out, eval_dataset=args.eval, split=args.split,
                             max_ndcg_drop=args.max_ndcg_drop, force=args.force, eval_queries=args.eval_queries,
-                            candidates=args.candidates, revision=args.revision)
+                            candidates=args.candidates, revision=args.revision, device=args.device)
     print_json(report)
     return 0

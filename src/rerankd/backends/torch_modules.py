@@ -138,9 +138,14 @@ class PooledEmbeddingModule(nn.Module):
 def _pair_logit(family: Family, head: PairLogit, path: str, common: dict[str, Any]) -> nn.Module:
     transformers = require("transformers")
     model = transformers.AutoModelForSequenceClassification.from_pretrained(path, **common)
+    return pair_logit_module(model, head.num_labels)
+
+
+def pair_logit_module(model: Any, num_labels: int) -> "PairClassifierScore":
+    """A loaded sequence classifier as the padded pair-logit module (its head kept fp32 in bf16/fp16)."""
     if getattr(model, "dtype", None) not in (None, torch.float32):
-        keep_head_fp32(model)  # the head reads an upcast hidden state (bf16/fp16 models)
-    return PairClassifierScore(model, head.num_labels)
+        keep_head_fp32(model)  # the head reads an upcast hidden state
+    return PairClassifierScore(model, num_labels)
 
 
 def _yes_no_row(family: Family, head: YesNoRow, path: str, common: dict[str, Any]) -> nn.Module:

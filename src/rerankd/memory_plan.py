@@ -56,13 +56,12 @@ class MemoryPlan:
 
 
 def plan_budget(*, total: int, free: int, weights: int, per_token: int, fraction: float = DEFAULT_FRACTION,
-                min_tokens: int = 1, max_tokens: int = MAX_BUDGET_TOKENS, overhead: int = OVERHEAD_BYTES,
-                weights_loaded: bool = True) -> MemoryPlan:
+                min_tokens: int = 1, max_tokens: int = MAX_BUDGET_TOKENS, overhead: int = OVERHEAD_BYTES) -> MemoryPlan:
     """The tokens one batch may hold on a device of ``total`` bytes with ``free`` free before loading.
 
-    ``weights_loaded``: ``free`` was measured before the weights were loaded (the profiling pass);
-    otherwise the weights are already out of it. A budget below ``min_tokens`` (one sequence of the
-    model's longest input) is refused: the model would fail on its first long document.
+    ``free`` is measured before the weights were loaded (memory other processes hold is not ours).
+    A budget below ``min_tokens`` (one sequence of the model's longest input) is refused: the model
+    would fail on its first long document.
 
     Example:
         >>> plan_budget(total=16 * GiB, free=16 * GiB, weights=15 * GiB, per_token=2**20, min_tokens=512)
@@ -71,7 +70,7 @@ def plan_budget(*, total: int, free: int, weights: int, per_token: int, fraction
         rerankd.errors.ModelError: ...
     """
     check_fraction(fraction)
-    limit = int(min(total * fraction, free + (0 if weights_loaded else weights)))
+    limit = int(min(total * fraction, free))
     room = limit - weights - overhead
     tokens = room // max(1, per_token) if room > 0 else 0
     if tokens < min_tokens:

@@ -8,7 +8,7 @@ import numpy as np
 
 from rerankd._optional import require
 from rerankd.batching import pad_batch
-from rerankd.device import default_dtype, normalize_dtype, resolve_device, torch_dtype
+from rerankd.device import default_dtype, explain_dtype, normalize_dtype, resolve_device, torch_dtype
 from rerankd.families import Encoded, Family
 
 
@@ -28,10 +28,12 @@ class TorchBackend:
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
+        from rerankd.backends.weights import return_freed_memory
 
         self.family = family
         self.device = resolve_device(device)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
+        self.dtype_choice = explain_dtype(self.device, self.dtype, requested=normalize_dtype(dtype) is not None)
         self.module = build_module(family, torch_dtype(self.dtype), self.device)
         self.parameters = sum(p.numel() for p in self.module.parameters())
         # Packing pays on CPUs (see backends/packed.py); accelerators run padded batches well.
@@ -41,6 +43,7 @@ class TorchBackend:
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
         # onednn=False keeps plain nn.Linear layers, to compare.
         self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
+        return_freed_memory()  # the load's and the reorder's temporaries
 
     @property
     def pads(self) -> bool:
@@ -62,6 +65,7 @@ class TorchBackend:
             return out.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters,
+        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
+                "parameters": self.parameters,
                 "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations}

@@ -99,3 +99,24 @@ def test_info_reports_choice_and_memory(bert_ce: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "rerankd.cli", "info", "--model", str(bert_ce), "--max-memory", "lots"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "is not a size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_torch_threads_follow_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's CPU quota (here: 1 usable core) caps torch's threads; an explicit OMP_NUM_THREADS wins."""
+    import torch
+
+    from rerankd import hardware
+    from rerankd.backends.torch_backend import follow_usable_cores
+
+    before = torch.get_num_threads()
+    real = hardware.cpu_info()
+    monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CpuInfo(real.model, real.flags, real.physical_cores, 1))
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert follow_usable_cores(torch) == 1 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        assert follow_usable_cores(torch) == 2
+    finally:
+        torch.set_num_threads(before)

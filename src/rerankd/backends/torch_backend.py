@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ class TorchBackend:
         from rerankd.backends.weights import return_freed_memory
 
         self.family = family
+        self.threads = follow_usable_cores(self.torch)
         self.device = resolve_device(device)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
         self.dtype_choice = explain_dtype(self.device, self.dtype, requested=normalize_dtype(dtype) is not None)
@@ -66,6 +68,21 @@ class TorchBackend:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
-                "parameters": self.parameters,
+                "parameters": self.parameters, "threads": self.threads,
                 "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations}
+
+
+def follow_usable_cores(torch: Any) -> int:
+    """Cap torch's intra-op threads at the cores this process may use; returns the thread count.
+
+    torch starts one thread per CPU it sees, which in a container given a 2-CPU quota on a 64-core
+    host means 64 threads time-sliced onto 2 CPUs: every parallel region then waits for preempted
+    threads. An explicit ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` below the cap is kept.
+    """
+    from rerankd.hardware import cpu_info
+
+    usable = cpu_info().usable_cores
+    if os.environ.get("OMP_NUM_THREADS") is None and torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
+    return int(torch.get_num_threads())

@@ -43,6 +43,8 @@ class Reranker:
         self._fingerprint: dict[str, str] | None = None
         #: What loading on a GPU chose (memory tier, plan, warm-up); ``None`` when built directly.
         self.gpu: Any = None
+        #: Why ``max_memory`` chose this backend and dtype (None without a budget).
+        self.memory_choice: str | None = None
         if cache is not None:
             self.pipeline.cache, self.pipeline.fingerprint = cache, self.fingerprint()
 
@@ -82,6 +84,7 @@ class Reranker:
         memory_tier: str | None = None,
         gpu_memory_fraction: float | None = None,
         packed: bool | None = None,
+        max_memory: int | str | None = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
@@ -104,6 +107,8 @@ class Reranker:
             gpu_memory_fraction: the share of the GPU's memory this model may plan for (0.9).
             packed: unpadded batches; ``None`` packs on CPU only, ``True`` also on CUDA (not yet
                 verified on a GPU: opt-in).
+            max_memory: a memory budget (bytes, or ``"2.5GB"``): the default precision and backend are
+                chosen so that the estimated peak fits it (see :mod:`rerankd.memory`).
         """
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
@@ -114,6 +119,9 @@ class Reranker:
         from rerankd.gpu_setup import after_load, before_load
 
         family = load_family(model_dir, max_length)
+        memory_choice = None
+        if max_memory is not None:
+            backend, dtype, memory_choice = _fit_memory(model_dir, backend, dtype, device, max_memory)
         gpu = before_load(family, backend, device, dtype, quantization=quantization, memory_tier=memory_tier,
                           fraction=gpu_memory_fraction, packed=packed)
         options: dict[str, Any] = {"device": gpu.device, "dtype": gpu.dtype}
@@ -132,6 +140,7 @@ class Reranker:
                        limits=RequestLimits(max_documents=max_documents), cache=cache)
         after_load(gpu, reranker.pipeline, batch_tokens)
         reranker.gpu = gpu
+        reranker.memory_choice = memory_choice
         return reranker
 
     # -- the public calls ---------------------------------------------------------------------------
@@ -216,9 +225,14 @@ class Reranker:
         return dict(self._fingerprint)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, **self.family.describe(), **self.backend.describe(),
-                "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents,
-                **(self.gpu.describe() if self.gpu is not None else {})}
+        from rerankd.memory import peak_rss_bytes
+
+        out = {"model": self.name, **self.family.describe(), **self.backend.describe(),
+               "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents,
+               "peak_rss_mib": round(peak_rss_bytes() / 2**20), **(self.gpu.describe() if self.gpu is not None else {})}
+        if self.memory_choice:
+            out["memory_choice"] = self.memory_choice
+        return out
 
     def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
                   max_doc_tokens: int | None, chunking: ChunkSettings | bool | None) -> list[Any]:
@@ -226,3 +240,21 @@ class Reranker:
             raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
         return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking)
                 for q, docs in zip(queries, documents)]
+
+
+def _fit_memory(model_dir: Any, backend: str, dtype: str | None, device: str | None,
+                max_memory: int | str) -> tuple[str, str | None, str | None]:
+    """(backend, dtype, why) within a memory budget; the checkpoint's size is read from its headers."""
+    from pathlib import Path
+
+    from rerankd import memory
+    from rerankd.device import default_dtype, normalize_dtype, resolve_device
+
+    budget = memory.parse_size(max_memory)
+    weights = memory.read_weights(Path(model_dir))
+    if weights is None:
+        return backend, dtype, "--max-memory not applied: the checkpoint is not safetensors, its size is unknown"
+    resolved = resolve_device(device)
+    options = memory.candidates(backend, normalize_dtype(dtype), resolved, default_dtype(resolved))
+    chosen, why = memory.fit_to_budget(weights, options, budget)
+    return chosen.backend, None if chosen.dtype == "int8" else chosen.dtype, why

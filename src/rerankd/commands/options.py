@@ -22,6 +22,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None
     parser.add_argument("--max-length", type=int, default=None, help="tokens per pair (documents are truncated to fit)")
     parser.add_argument("--batch-tokens", type=int, default=None,
                         help="tokens per forward pass (default: 4096 on CPU; on CUDA planned from free memory)")
+    parser.add_argument("--max-memory", default=None, metavar="SIZE",
+                        help="memory budget per model (e.g. 2.5GB): the default precision/backend is chosen to fit it")
     gpu = parser.add_argument_group("GPU (torch backend)")
     gpu.add_argument("--quantization", default=None, choices=list(QUANTIZATIONS),
                      help="quantized weights on CUDA (score head kept in full precision)")
@@ -46,6 +48,7 @@ def load_reranker(args: argparse.Namespace, model: str | None = None) -> Any:
         backend=args.backend,
         max_length=args.max_length,
         batch_tokens=args.batch_tokens,
+        max_memory=getattr(args, "max_memory", None),
         quantization=args.quantization,
         memory_tier=args.memory_tier,
         gpu_memory_fraction=args.gpu_memory_fraction,

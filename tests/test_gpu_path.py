@@ -344,3 +344,12 @@ def test_xlmr_packed_keeps_the_position_offset_and_matches_padded(xlmr_ce: Path,
     assert packed_backend.module.offset == family.config["pad_token_id"] + 1
     assert packed_backend.describe()["attention"] == "sdpa"
     assert Reranker(family, packed_backend).score(QUERY, sentences) == pytest.approx(padded, abs=1e-5)
+
+
+def test_model_size_for_the_tiers_is_read_from_the_safetensors_headers(bert_ce: Path) -> None:
+    from safetensors.torch import load_file
+
+    from rerankd.gpu_setup import count_parameters
+
+    tensors = load_file(str(bert_ce / "model.safetensors"))
+    assert count_parameters(bert_ce) == sum(t.numel() for t in tensors.values()) > 0

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rerankd._optional import require
+from rerankd.backends.threads import ThreadGovernor, governed
 from rerankd.batching import pad_batch
 from rerankd.device import default_dtype, explain_dtype, normalize_dtype, resolve_device, torch_dtype
 from rerankd.families import Encoded, Family
@@ -24,7 +25,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
-                 onednn: bool = True) -> None:
+                 onednn: bool = True, adaptive_threads: bool = True) -> None:
         self.torch = require("torch")
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
@@ -32,8 +33,8 @@ class TorchBackend:
         from rerankd.backends.weights import return_freed_memory
 
         self.family = family
-        self.threads = follow_usable_cores(self.torch)
         self.device = resolve_device(device)
+        self.governor = cpu_thread_governor(self.torch, self.device, adaptive_threads)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
         self.dtype_choice = explain_dtype(self.device, self.dtype, requested=normalize_dtype(dtype) is not None)
         self.module = build_module(family, torch_dtype(self.dtype), self.device)
@@ -53,7 +54,7 @@ class TorchBackend:
 
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode():
+        with torch.inference_mode(), governed(torch, self.governor, sum(len(s) for s in sequences)):
             if self.packed:
                 return self.module(sequences).float().cpu().numpy()
             batch = pad_batch(sequences, self.family.padding)
@@ -66,9 +67,14 @@ class TorchBackend:
             out = self.module(**inputs)
             return out.float().cpu().numpy()
 
+    def threads_described(self) -> dict[str, Any]:
+        if self.governor is None:
+            return {"threads": int(self.torch.get_num_threads()), "adaptive_threads": False}
+        return {**self.governor.describe(), "adaptive_threads": True}
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
-                "parameters": self.parameters, "threads": self.threads,
+                "parameters": self.parameters, **self.threads_described(),
                 "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations}
 
@@ -86,3 +92,11 @@ def follow_usable_cores(torch: Any) -> int:
     if os.environ.get("OMP_NUM_THREADS") is None and torch.get_num_threads() > usable:
         torch.set_num_threads(usable)
     return int(torch.get_num_threads())
+
+
+def cpu_thread_governor(torch: Any, device: str, adaptive: bool) -> ThreadGovernor | None:
+    """On CPU: threads capped at the usable cores, and (``adaptive``) chosen per batch by measurement."""
+    if device != "cpu":
+        return None
+    threads = follow_usable_cores(torch)
+    return ThreadGovernor(threads) if adaptive and threads > 1 else None

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rerankd._optional import require
+from rerankd.backends.threads import ThreadGovernor, governed
 from rerankd.batching import pad_batch
 from rerankd.device import default_dtype, explain_dtype, normalize_dtype, resolve_device, torch_dtype
 from rerankd.families import Encoded, Family
@@ -24,7 +25,8 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
-                 onednn: bool = True, quantization: str | None = None, module: Any = None) -> None:
+                 onednn: bool = True, adaptive_threads: bool = True, quantization: str | None = None,
+                 module: Any = None) -> None:
         """``packed``: ``None`` packs on CPU only; ``True`` also on CUDA (opt-in: that path awaits its GPU
         verification, ``benchmarks/gpu_check.py``). ``quantization``: CUDA weight quantization
         (:mod:`rerankd.gpu_quantization`). ``module``: an already built padded module (the weights
@@ -36,8 +38,8 @@ class TorchBackend:
         from rerankd.backends.weights import return_freed_memory
 
         self.family = family
-        self.threads = follow_usable_cores(self.torch)
         self.device = resolve_device(device)
+        self.governor = cpu_thread_governor(self.torch, self.device, adaptive_threads)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
         self.dtype_choice = explain_dtype(self.device, self.dtype, requested=normalize_dtype(dtype) is not None)
         self.quantization = quantization
@@ -63,7 +65,7 @@ class TorchBackend:
 
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode():
+        with torch.inference_mode(), governed(torch, self.governor, sum(len(s) for s in sequences)):
             if self.packed:
                 return self.module(sequences).float().cpu().numpy()
             batch = pad_batch(sequences, self.family.padding)
@@ -84,9 +86,14 @@ class TorchBackend:
 
         return attention_kernel(self.torch.device(self.device).type, torch_dtype(self.dtype), varlen_parameters())
 
+    def threads_described(self) -> dict[str, Any]:
+        if self.governor is None:
+            return {"threads": int(self.torch.get_num_threads()), "adaptive_threads": False}
+        return {**self.governor.describe(), "adaptive_threads": True}
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
-                "parameters": self.parameters, "threads": self.threads,
+                "parameters": self.parameters, **self.threads_described(),
                 "packed": self.packed, "attention": self.attention(), "quantization": self.quantization,
                 "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations}
@@ -105,3 +112,11 @@ def follow_usable_cores(torch: Any) -> int:
     if os.environ.get("OMP_NUM_THREADS") is None and torch.get_num_threads() > usable:
         torch.set_num_threads(usable)
     return int(torch.get_num_threads())
+
+
+def cpu_thread_governor(torch: Any, device: str, adaptive: bool) -> ThreadGovernor | None:
+    """On CPU: threads capped at the usable cores, and (``adaptive``) chosen per batch by measurement."""
+    if device != "cpu":
+        return None
+    threads = follow_usable_cores(torch)
+    return ThreadGovernor(threads) if adaptive and threads > 1 else None

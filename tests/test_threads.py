@@ -80,3 +80,14 @@ def test_scores_do_not_depend_on_the_thread_count(bert_ce: Path, sentences: list
     first = scores[governor.counts[0]]
     assert all(s == first for s in scores.values())
     assert reranker.describe()["adaptive_threads"] is True
+
+
+def test_pin_threads_stops_choosing(bert_ce: Path) -> None:
+    from rerankd import Reranker
+
+    reranker = Reranker.from_pretrained(bert_ce)
+    if reranker.backend.governor is None:
+        pytest.skip("one usable core here: there is no thread count to choose")
+    assert reranker.pin_threads() is reranker
+    assert reranker.backend.governor is None and reranker.describe()["adaptive_threads"] is False
+    reranker.pin_threads()  # twice is fine

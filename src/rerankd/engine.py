@@ -216,6 +216,18 @@ class Reranker:
         return [self.pipeline.rank(r, s, top_n=top_n, return_documents=return_documents)
                 for r, s in zip(requests, all_scores)]
 
+    def pin_threads(self) -> "Reranker":
+        """Run every batch on the same thread count from now on (see ``backends/threads.py``).
+
+        On CPU the torch backends choose threads per batch by measurement, which can move fp32
+        scores in their last bits; batch jobs whose output must be reproducible byte for byte call
+        this (``rerankd eval``, ``score-run``, teacher scoring do). Backends without a choice ignore it.
+        """
+        pin = getattr(self.backend, "pin_threads", None)  # optional: ONNX sessions have fixed threads
+        if pin is not None:
+            pin()
+        return self
+
     def fingerprint(self) -> dict[str, str]:
         """Everything that decides this reranker's scores (see :mod:`rerankd.fingerprint`)."""
         if self._fingerprint is None:

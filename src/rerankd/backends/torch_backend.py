@@ -86,6 +86,17 @@ class TorchBackend:
 
         return attention_kernel(self.torch.device(self.device).type, torch_dtype(self.dtype), varlen_parameters())
 
+    def pin_threads(self) -> None:
+        """Stop choosing threads per batch; run every batch on the usable cores from now on.
+
+        Scores can differ in the last bits of fp32 between thread counts (small products and
+        short attention split their sums differently), so jobs whose output must be reproducible
+        byte for byte (eval runs, resumed or spread over Ray actors; teacher scores) pin them.
+        """
+        if self.governor is not None:
+            self.torch.set_num_threads(self.governor.counts[0])
+            self.governor = None
+
     def threads_described(self) -> dict[str, Any]:
         if self.governor is None:
             return {"threads": int(self.torch.get_num_threads()), "adaptive_threads": False}

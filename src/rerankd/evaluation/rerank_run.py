@@ -110,6 +110,7 @@ def rerank(
         missing = [d for d in lists[qid] if d not in corpus]
         if missing:
             raise InputError(f"the candidates of query {qid!r} name document {missing[0]!r}, which is not in the corpus")
+    _pin_threads(reranker)  # a resumed run, or one spread over actors, must equal a fresh one bit for bit
     cache = None
     if cache_path is not None:
         header = {**score_settings(reranker, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking),
@@ -183,3 +184,9 @@ def _bi_encoder_scores(
     query_vectors = embed_texts(reranker, [queries[q] for q in qids])
     return {q: np.stack([memo[d] for d in texts[q]]).astype(np.float64) @ query_vectors[i].astype(np.float64)
             for i, q in enumerate(qids)}
+
+
+def _pin_threads(reranker: Any) -> None:
+    pin = getattr(reranker, "pin_threads", None)  # a Reranker, or a test's stand-in scorer
+    if pin is not None:
+        pin()

@@ -41,6 +41,7 @@ def score_with_teacher(
         queries_per_write: queries scored per engine call (their pairs share batches) and per flush.
     """
     tqdm = require("tqdm").tqdm
+    reranker.pin_threads()  # a resumed teacher run must equal a fresh one bit for bit
     cache = ScoreCache(path, score_settings(reranker, instruction=instruction))
     missing = {q: cache.missing(q, list(candidates[q])) for q in sorted(candidates)}
     todo = [q for q, docs in missing.items() if docs]

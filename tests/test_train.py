@@ -239,7 +239,7 @@ def test_loss_preconditions_and_values() -> None:
 
     from rerankd.errors import InputError
     from rerankd.training.losses import (
-        BinaryCrossEntropyLoss, FeatureLoss, LinearSchedule, ListwiseKLLoss, ListwiseSoftmaxLoss, MarginMSELoss, supervised_loss,
+        BinaryCrossEntropyLoss, FeatureLoss, ListwiseKLLoss, ListwiseSoftmaxLoss, MarginMSELoss, WeightSchedule, supervised_loss,
     )
 
     with pytest.raises(InputError):
@@ -249,7 +249,7 @@ def test_loss_preconditions_and_values() -> None:
     with pytest.raises(InputError):
         FeatureLoss(8, 16, [])
     with pytest.raises(InputError):
-        LinearSchedule(0.3, 1.5)
+        WeightSchedule(0.3, 1.5)
     with pytest.raises(InputError):
         supervised_loss("pairwise")
     with pytest.raises(InputError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from rerankd.backends.base import Backend
@@ -76,6 +77,7 @@ class Reranker:
         max_batch_rows: int | None = None,
         max_documents: int = DEFAULT_MAX_DOCUMENTS,
         cache: Any = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
@@ -91,13 +93,20 @@ class Reranker:
             max_documents: documents per request.
             cache: a :class:`rerankd.cache.CacheSettings` (or a built ``ResultCache``) to answer repeated
                 (query, document) pairs from, keyed by this model's fingerprint; off by default.
+            adapter: a LoRA adapter folder (``rerankd train --lora``) merged into ``model`` at load
+                (see :mod:`rerankd.adapters`); ``model`` may also be the adapter folder itself.
         """
+        from rerankd.adapters import adapter_base, is_adapter, merged_model_dir
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
         from rerankd.families import load_family
         from rerankd.hub import resolve_model
 
         model_dir, name = resolve_model(os.fspath(model) if model is not None else None, revision)
+        if adapter is None and is_adapter(model_dir):
+            adapter, (model_dir, name) = model_dir, resolve_model(adapter_base(model_dir), revision)
+        if adapter is not None:
+            model_dir, name = merged_model_dir(model_dir, Path(adapter)), f"{name}+{Path(adapter).name}"
         family = load_family(model_dir, max_length)
         engine_backend = create_backend(backend, family, device=device, dtype=dtype)
         device_name = str(getattr(engine_backend, "device", "cpu"))

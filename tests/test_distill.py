@@ -70,17 +70,21 @@ def test_each_strategy_trains_a_student(bert_ce: Path, tmp_path: Path, strategy:
     assert len(losses) >= 2 and all(np.isfinite(losses)) and (out / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_loss_goes_down(bert_ce: Path, tmp_path: Path) -> None:
-    """The same few groups seen for several epochs: the hybrid loss of the last epoch is well below the first's."""
+    """The same few groups seen for several epochs: the KL loss of the last epoch is well below the first's."""
     out = tmp_path / "s"
-    assert _distill(bert_ce, "layers:0", out, "--loss", "hybrid", "--response", "kl", "--max-train-queries", "4",
-                    "--epochs", "8", "--lr", "2e-3", "--no-compare", "--warmup-ratio", "0") == 0
+    assert _distill(bert_ce, "layers:0", out, "--loss", "kl", "--temperature", "2", "--max-train-queries", "4",
+                    "--max-dev-queries", "0", "--groups-per-batch", "1", "--epochs", "6", "--lr", "1e-3", "--no-compare",
+                    "--negatives", "7", "--pool-depth", "8",
+                    "--warmup-ratio", "0") == 0
     steps = _rows(out / "steps.csv")
     first = [float(r["loss"]) for r in steps if float(r["epoch"]) <= 1]
-    last = [float(r["loss"]) for r in steps if float(r["epoch"]) > 7]
-    assert np.mean(last) < 0.7 * np.mean(first)
+    last = [float(r["loss"]) for r in steps if float(r["epoch"]) > 5]
+    assert len(first) >= 3 and np.mean(last) < 0.5 * np.mean(first)
 
 
+@pytest.mark.slow
 def test_llm_teacher_into_cross_encoder_student(qwen3_lm: Path, bert_ce: Path, tmp_path: Path) -> None:
     """Cross-family: an LLM yes/no teacher scores through rerankd; a cross-encoder student learns its scores
     and (hybrid) its hidden states at the scoring position, across tokenizers."""
@@ -97,6 +101,7 @@ def test_llm_teacher_into_cross_encoder_student(qwen3_lm: Path, bert_ce: Path, t
     assert "llm-yes-no teacher" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", [["--loss", "kl"], ["--loss", "hybrid", "--feature-pooling", "mean"]], ids=["kl", "hybrid"])
 def test_same_family_smaller_llm_student_of_another_width(qwen3_lm: Path, qwen3_lm_small: Path, tmp_path: Path,
                                                           strategy: list[str]) -> None:
@@ -111,6 +116,7 @@ def test_same_family_smaller_llm_student_of_another_width(qwen3_lm: Path, qwen3_
     assert np.all(np.isfinite(student.score("vitamin d", ["bone density", "sleep"])))
 
 
+@pytest.mark.slow
 def test_same_family_smaller_cross_encoder_and_kept_llm_layers(bert_ce: Path, bert_ce_small: Path, qwen3_lm: Path,
                                                                tmp_path: Path) -> None:
     assert _distill(bert_ce, str(bert_ce_small), tmp_path / "ce", "--loss", "feature", "--no-compare",
@@ -124,6 +130,7 @@ def test_same_family_smaller_cross_encoder_and_kept_llm_layers(bert_ce: Path, be
     assert cut.family.kind == "llm-yes-no" and json.loads((tmp_path / "llm" / "config.json").read_text())["num_hidden_layers"] == 1
 
 
+@pytest.mark.slow
 def test_bi_encoder_teacher_and_bi_encoder_student(bi_encoder: Path, bert_ce: Path, tmp_path: Path) -> None:
     """A bi-encoder teaches a cross-encoder; a cross-encoder teaches a bi-encoder that stays one (cosine scores)."""
     assert _distill(bi_encoder, str(bert_ce), tmp_path / "ce", "--loss", "kl", "--temperature", "0.1", "--no-compare",
@@ -139,6 +146,7 @@ def test_bi_encoder_teacher_and_bi_encoder_student(bi_encoder: Path, bert_ce: Pa
     assert all(-1.0 - 1e-6 <= s <= 1.0 + 1e-6 for s in scores)
 
 
+@pytest.mark.slow
 def test_instructions_are_drawn_per_query_for_teacher_and_student(qwen3_lm: Path, tmp_path: Path) -> None:
     from rerankd import Reranker
     from rerankd.errors import InputError
@@ -150,7 +158,7 @@ def test_instructions_are_drawn_per_query_for_teacher_and_student(qwen3_lm: Path
                      "Find the paper this claim comes from\n\nRetrieve evidence for the statement\n")
     out = tmp_path / "s"
     assert _distill(qwen3_lm, "layers:0", out, "--loss", "kl", "--instructions", str(tasks), "--max-train-queries", "4",
-                    "--max-length", "160", "--no-compare") == 0
+                    "--max-length", "160", "--no-compare", "--teacher-dtype", "fp32") == 0
     header = json.loads((out / "teacher_scores.jsonl").read_text().splitlines()[0])
     assert header["instruction"].startswith("one per query of 3 (sha256:")
     draw = InstructionDraw(tuple(line for line in tasks.read_text().splitlines() if line and not line.startswith("#")), 0)
@@ -162,18 +170,20 @@ def test_instructions_are_drawn_per_query_for_teacher_and_student(qwen3_lm: Path
                                       pool_depth=8, instructions=str(tasks)), 0).texts
     assert texts.instructions[qid] == draw.per_query([qid])[qid]
     docs = sorted(scores[qid])[:2]
-    teacher = Reranker.from_pretrained(str(qwen3_lm), backend="torch")
+    teacher = Reranker.from_pretrained(str(qwen3_lm), backend="torch", dtype="fp32")
     expected = teacher.score(texts.queries[qid], [texts.docs[d] for d in docs], instruction=texts.instructions[qid], raw=True)
-    assert [scores[qid][d] for d in docs] == pytest.approx(expected, abs=1e-6)
+    assert [scores[qid][d] for d in docs] == pytest.approx(expected, abs=1e-4)
+    other = teacher.score(texts.queries[qid], [texts.docs[d] for d in docs], raw=True)  # the default instruction
+    assert max(abs(a - b) for a, b in zip(other, expected)) > 1e-3
     assert "instructions" in (out / "README.md").read_text()
     # Another instruction file is another teacher setting: refused, naming the field.
     tasks.write_text("Retrieve evidence for the statement\n")
     with pytest.raises(InputError, match="instruction="):
-        from rerankd.training.distill import DistillSettings, distill
+        from rerankd.training.distill import DistillSettings, TeacherSettings, distill
 
         distill(DistillSettings(str(qwen3_lm), "layers:0", str(out), DataSettings(
             str(DATA / "scifact"), max_train_queries=4, max_dev_queries=5, eval_depth=6, pool_depth=8, instructions=str(tasks)),
-            loss="kl", negatives=3), progress=False)
+            loss="kl", negatives=3, teacher_run=TeacherSettings(dtype="fp32")), progress=False)
 
 
 def _uninterrupted_and_killed(teacher: Path, student: str, tmp_path: Path, *extra: str) -> tuple[Path, Path]:
@@ -337,6 +347,7 @@ def test_cut_student_keeping_every_layer_equals_teacher(bert_ce: Path, qwen3_lm:
     assert build_student("layers:1", teacher=bert_ce).num_layers == 1
 
 
+@pytest.mark.slow
 def test_trainable_scores_equal_the_engine_for_every_family(bert_ce: Path, qwen3_lm: Path, qwen3_seq_cls: Path,
                                                             bi_encoder: Path) -> None:
     """Training reads pairs exactly as rerankd serves them: the trainable model's fp32 scores are the engine's."""

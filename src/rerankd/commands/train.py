@@ -2,7 +2,7 @@
 
 Examples:
     rerankd train --base sentence-transformers/all-MiniLM-L6-v2 --data data/scifact --out runs/scifact-ce
-    rerankd train --base Qwen/Qwen3-Reranker-0.6B --lora r=16,alpha=32,targets=q_proj,v_proj --lr 2e-4 \
+    rerankd train --base Qwen/Qwen3-Reranker-0.6B --lora r=16,alpha=32,targets=q_proj,v_proj --lr 2e-4 \\
         --data data/mine --out runs/qwen-lora
 
 Every run ends with OUT/comparison.{md,json,png} (first stage, base, trained model on held-out queries).

@@ -166,6 +166,9 @@ class TrainableModel:
         torch = require("torch")
         from rerankd.batching import pad_batch
 
+        if any(s.extras for s in sequences):
+            # Image and video inputs (vision-language families) need their own collation here first.
+            raise UnsupportedModelError(f"training {self.family.kind} models on non-text inputs is not supported yet")
         batch = pad_batch(sequences, self.family.padding)
         inputs = {"input_ids": torch.from_numpy(batch.input_ids).to(self.device),
                   "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device)}

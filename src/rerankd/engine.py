@@ -42,6 +42,8 @@ class Reranker:
     ) -> None:
         self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits)
         self._fingerprint: dict[str, str] | None = None
+        #: Why ``max_memory`` chose this backend and dtype (None without a budget).
+        self.memory_choice: str | None = None
         if cache is not None:
             self.pipeline.cache, self.pipeline.fingerprint = cache, self.fingerprint()
 
@@ -77,6 +79,7 @@ class Reranker:
         max_batch_rows: int | None = None,
         max_documents: int = DEFAULT_MAX_DOCUMENTS,
         cache: Any = None,
+        max_memory: int | str | None = None,
         adapter: str | os.PathLike[str] | None = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
@@ -93,6 +96,8 @@ class Reranker:
             max_documents: documents per request.
             cache: a :class:`rerankd.cache.CacheSettings` (or a built ``ResultCache``) to answer repeated
                 (query, document) pairs from, keyed by this model's fingerprint; off by default.
+            max_memory: a memory budget (bytes, or ``"2.5GB"``): the default precision and backend are
+                chosen so that the estimated peak fits it (see :mod:`rerankd.memory`).
             adapter: a LoRA adapter folder (``rerankd train --lora``) merged into ``model`` at load
                 (see :mod:`rerankd.adapters`); ``model`` may also be the adapter folder itself.
         """
@@ -108,6 +113,9 @@ class Reranker:
         if adapter is not None:
             model_dir, name = merged_model_dir(model_dir, Path(adapter)), f"{name}+{Path(adapter).name}"
         family = load_family(model_dir, max_length)
+        memory_choice = None
+        if max_memory is not None:
+            backend, dtype, memory_choice = _fit_memory(model_dir, backend, dtype, device, max_memory)
         engine_backend = create_backend(backend, family, device=device, dtype=dtype)
         device_name = str(getattr(engine_backend, "device", "cpu"))
         limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)
@@ -115,8 +123,10 @@ class Reranker:
             from rerankd.cache import build_cache
 
             cache = build_cache(cache)
-        return cls(family, engine_backend, name=name, batch_limits=limits, limits=RequestLimits(max_documents=max_documents),
-                   cache=cache)
+        reranker = cls(family, engine_backend, name=name, batch_limits=limits,
+                       limits=RequestLimits(max_documents=max_documents), cache=cache)
+        reranker.memory_choice = memory_choice
+        return reranker
 
     # -- the public calls ---------------------------------------------------------------------------
 
@@ -200,8 +210,14 @@ class Reranker:
         return dict(self._fingerprint)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, **self.family.describe(), **self.backend.describe(),
-                "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents}
+        from rerankd.memory import peak_rss_bytes
+
+        out = {"model": self.name, **self.family.describe(), **self.backend.describe(),
+               "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents,
+               "peak_rss_mib": round(peak_rss_bytes() / 2**20)}
+        if self.memory_choice:
+            out["memory_choice"] = self.memory_choice
+        return out
 
     def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
                   max_doc_tokens: int | None, chunking: ChunkSettings | bool | None) -> list[Any]:
@@ -209,3 +225,21 @@ class Reranker:
             raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
         return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking)
                 for q, docs in zip(queries, documents)]
+
+
+def _fit_memory(model_dir: Any, backend: str, dtype: str | None, device: str | None,
+                max_memory: int | str) -> tuple[str, str | None, str | None]:
+    """(backend, dtype, why) within a memory budget; the checkpoint's size is read from its headers."""
+    from pathlib import Path
+
+    from rerankd import memory
+    from rerankd.device import default_dtype, normalize_dtype, resolve_device
+
+    budget = memory.parse_size(max_memory)
+    weights = memory.read_weights(Path(model_dir))
+    if weights is None:
+        return backend, dtype, "--max-memory not applied: the checkpoint is not safetensors, its size is unknown"
+    resolved = resolve_device(device)
+    options = memory.candidates(backend, normalize_dtype(dtype), resolved, default_dtype(resolved))
+    chosen, why = memory.fit_to_budget(weights, options, budget)
+    return chosen.backend, None if chosen.dtype == "int8" else chosen.dtype, why

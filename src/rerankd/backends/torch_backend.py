@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from rerankd._optional import require
 from rerankd.batching import pad_batch
-from rerankd.device import default_dtype, normalize_dtype, resolve_device, torch_dtype
+from rerankd.device import default_dtype, explain_dtype, normalize_dtype, resolve_device, torch_dtype
 from rerankd.families import Encoded, Family
 
 
@@ -28,10 +29,13 @@ class TorchBackend:
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
+        from rerankd.backends.weights import return_freed_memory
 
         self.family = family
+        self.threads = follow_usable_cores(self.torch)
         self.device = resolve_device(device)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
+        self.dtype_choice = explain_dtype(self.device, self.dtype, requested=normalize_dtype(dtype) is not None)
         self.module = build_module(family, torch_dtype(self.dtype), self.device)
         self.parameters = sum(p.numel() for p in self.module.parameters())
         # Packing pays on CPUs (see backends/packed.py); accelerators run padded batches well.
@@ -41,6 +45,7 @@ class TorchBackend:
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
         # onednn=False keeps plain nn.Linear layers, to compare.
         self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
+        return_freed_memory()  # the load's and the reorder's temporaries
 
     @property
     def pads(self) -> bool:
@@ -62,6 +67,22 @@ class TorchBackend:
             return out.float().cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters,
+        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
+                "parameters": self.parameters, "threads": self.threads,
                 "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations}
+
+
+def follow_usable_cores(torch: Any) -> int:
+    """Cap torch's intra-op threads at the cores this process may use; returns the thread count.
+
+    torch starts one thread per CPU it sees, which in a container given a 2-CPU quota on a 64-core
+    host means 64 threads time-sliced onto 2 CPUs: every parallel region then waits for preempted
+    threads. An explicit ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` below the cap is kept.
+    """
+    from rerankd.hardware import cpu_info
+
+    usable = cpu_info().usable_cores
+    if os.environ.get("OMP_NUM_THREADS") is None and torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
+    return int(torch.get_num_threads())

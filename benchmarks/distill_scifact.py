@@ -27,13 +27,14 @@ from rerankd.training.compare import compare_models, first_stage_row, held_out, 
 from rerankd.training.finetune import DataSettings
 
 
-def small_recipe(runs: Path, data: str, seed: int, max_length: int) -> tuple[str, dict[str, str]]:
+def small_recipe(runs: Path, data: str, seed: int, max_length: int, train_queries: int | None) -> tuple[str, dict[str, str]]:
     """Teacher and two students, trained (or resumed) in ``runs``; returns the teacher dir and the students."""
     from rerankd.cli import main
 
     common = ["--data", data, "--dev-fraction", "0.2", "--seed", str(seed), "--cache-dir", str(runs / "cache"), "--resume",
               "--max-length", str(max_length), "--groups-per-batch", "8", "--checkpoint-every", "20", "--epochs", "1",
-              "--no-progress", "--no-compare", "--eval-depth", "20", "--warmup-ratio", "0.1"]
+              "--no-progress", "--no-compare", "--eval-depth", "20", "--warmup-ratio", "0.1",
+              *(["--max-train-queries", str(train_queries)] if train_queries else [])]
     teacher = runs / "teacher"
     if main(["train", "--out", str(teacher), *common, "--negatives", "7", "--pool-depth", "30", "--lr", "5e-5"]) != 0:
         raise SystemExit("training the teacher failed")
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--teacher", default=None, help="teacher model folder (or train one with --small-recipe)")
     parser.add_argument("--student", action="append", default=[], help="NAME=DIR, repeatable (split at the last =, so a name may hold one)")
     parser.add_argument("--small-recipe", default=None, metavar="RUNS", help="train a teacher and 2/3-layer students in RUNS first")
+    parser.add_argument("--train-queries", type=int, default=None, help="--small-recipe: train on the first N training queries only")
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--dev-fraction", type=float, default=0.2)
     parser.add_argument("--max-dev-queries", type=int, default=None)
@@ -72,7 +74,8 @@ def main() -> int:
     students = dict(s.rsplit("=", 1) for s in args.student)
     teacher = args.teacher
     if args.small_recipe:
-        teacher, trained = small_recipe(Path(args.small_recipe), args.data, args.seed, args.max_length)
+        teacher, trained = small_recipe(Path(args.small_recipe), args.data, args.seed, args.max_length,
+                                        args.train_queries)
         students = {**trained, **students}
     if not teacher:
         parser.error("give --teacher or --small-recipe")

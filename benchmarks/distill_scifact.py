@@ -1,61 +1,107 @@
-"""Teacher, students, BM25 and the bi-encoder side by side on the SciFact dev split.
+"""Teacher, students, BM25 and the bi-encoder side by side on the SciFact dev split, in one run.
 
 The dev split is the one ``rerankd train`` makes: a fixed-seed share of the *train* queries held out
 (``--dev-fraction``, ``--seed``), so no test data is touched. Every reranker reorders the same
 stemmed-BM25 top-``depth`` candidates through the rerankd engine; pairs/s are measured on one fixed
-slice of those pairs, the models interleaved, median of ``--repeats`` (shared cores: only the
-ratios between rows of one run mean something).
+slice of those pairs, the models interleaved, median of ``--repeats``: only ratios between rows of one
+run mean something on shared cores, so the run prints each student's NDCG@10 as a share of the
+teacher's and its pairs/s as a multiple of the teacher's, both from this run.
 
-    python benchmarks/distill_scifact.py --teacher runs/scifact-ce --student 3-layer=runs/scifact-s3
+    python benchmarks/distill_scifact.py --teacher runs/scifact-ce --student 3-layer=runs/scifact-s3 --out runs/table
+
+``--small-recipe RUNS`` first trains a teacher (the bundled all-MiniLM-L6-v2 weights, one epoch on the
+claims) and 2- and 3-layer students cut from it (listwise KL at T=6, one epoch), resuming whatever
+exists in RUNS, then measures them: the whole recipe at a size a 2-core machine runs in well under an hour.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
-from rerankd.training.compare import ModelRow, compare_models, metrics_of, models_table
-from rerankd.training.data import ranked_ids
-from rerankd.training.finetune import DataSettings, prepare_data
+from rerankd.hardware import cpu_flags
+from rerankd.training.compare import compare_models, first_stage_row, held_out, models_table, write_comparison
+from rerankd.training.finetune import DataSettings
+
+
+def small_recipe(runs: Path, data: str, seed: int, max_length: int, train_queries: int | None) -> tuple[str, dict[str, str]]:
+    """Teacher and two students, trained (or resumed) in ``runs``; returns the teacher dir and the students."""
+    from rerankd.cli import main
+
+    common = ["--data", data, "--dev-fraction", "0.2", "--seed", str(seed), "--cache-dir", str(runs / "cache"), "--resume",
+              "--max-length", str(max_length), "--groups-per-batch", "8", "--checkpoint-every", "20", "--epochs", "1",
+              "--no-progress", "--no-compare", "--eval-depth", "20", "--warmup-ratio", "0.1",
+              *(["--max-train-queries", str(train_queries)] if train_queries else [])]
+    teacher = runs / "teacher"
+    if main(["train", "--out", str(teacher), *common, "--negatives", "7", "--pool-depth", "30", "--lr", "5e-5"]) != 0:
+        raise SystemExit("training the teacher failed")
+    students: dict[str, str] = {}
+    for layers in ("0,1", "0,1,2"):
+        out = runs / f"student-{len(layers.split(','))}l"
+        scored = runs / "student-2l" / "teacher_scores.jsonl"
+        if students and scored.is_file() and not (out / "teacher_scores.jsonl").exists():
+            # The same teacher, settings and pairs: its cache (keyed by the fingerprint) serves both students.
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(scored, out / "teacher_scores.jsonl")
+        if main(["distill", "--teacher", str(teacher), "--student", f"layers:{layers}", "--out", str(out), *common,
+                 "--loss", "kl", "--temperature", "6", "--negatives", "7", "--pool-depth", "30", "--lr", "1e-4"]) != 0:
+            raise SystemExit(f"distilling layers {layers} failed")
+        students[f"{len(layers.split(','))}-layer student (teacher layers {layers})"] = str(out)
+    return str(teacher), students
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
-    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--teacher", default=None, help="teacher model folder (or train one with --small-recipe)")
     parser.add_argument("--student", action="append", default=[], help="NAME=DIR, repeatable (split at the last =, so a name may hold one)")
+    parser.add_argument("--small-recipe", default=None, metavar="RUNS", help="train a teacher and 2/3-layer students in RUNS first")
+    parser.add_argument("--train-queries", type=int, default=None, help="--small-recipe: train on the first N training queries only")
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--dev-fraction", type=float, default=0.2)
+    parser.add_argument("--max-dev-queries", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-length", type=int, default=None, help="tokens per pair for every reranker (default: each model's own)")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per pair (training and, with --small-recipe, the table)")
     parser.add_argument("--throughput-pairs", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-bi-encoder", action="store_true")
-    parser.add_argument("--out", default=None, help="write the table (.md) and rows (.json) here")
+    parser.add_argument("--out", default=None, help="write OUT/comparison.{md,json,png}")
     args = parser.parse_args()
 
-    prepared = prepare_data(DataSettings(args.data, dev_fraction=args.dev_fraction, pool_depth=args.depth, eval_depth=args.depth,
-                                         max_train_queries=0), args.seed)
-    dev = prepared.split.dev
-    candidates = {q: ranked_ids(prepared.run, q, args.depth) for q in dev}
-    bm25 = metrics_of(prepared.qrels, {q: prepared.run[q] for q in dev})
-    models = {"teacher": args.teacher, **dict(s.rsplit("=", 1) for s in args.student)}
+    students = dict(s.rsplit("=", 1) for s in args.student)
+    teacher = args.teacher
+    if args.small_recipe:
+        teacher, trained = small_recipe(Path(args.small_recipe), args.data, args.seed, args.max_length,
+                                        args.train_queries)
+        students = {**trained, **students}
+    if not teacher:
+        parser.error("give --teacher or --small-recipe")
+    data = DataSettings(args.data, dev_fraction=args.dev_fraction, max_train_queries=0, max_dev_queries=args.max_dev_queries)
+    held = held_out(data, args.seed, args.depth)
+    models = {"teacher": teacher, **students}
     if not args.no_bi_encoder:
         models["bi-encoder (all-MiniLM-L6-v2)"] = ""
-    rows = [ModelRow("BM25 (stemmed), first stage", bm25["ndcg@10"], bm25["mrr@10"], None, None, None)]
-    rows += compare_models(models, prepared.texts, prepared.qrels, candidates, max_length=args.max_length,
-                    throughput_pairs=args.throughput_pairs, repeats=args.repeats)
-    table = models_table(rows)
-    header = (f"SciFact dev split: {len(dev)} of the train queries held out (fraction {args.dev_fraction}, seed {args.seed}); "
-              f"rerankers reorder stemmed-BM25 top-{args.depth}; pairs/s on {args.throughput_pairs} pairs, median of {args.repeats}.")
-    print(header + "\n\n" + table)
+    rows = [first_stage_row("BM25 (stemmed), first stage", held.qrels, held.run, held.candidates)]
+    rows += compare_models(models, held.texts, held.qrels, held.candidates, max_length=args.max_length if args.small_recipe else None,
+                           throughput_pairs=args.throughput_pairs, repeats=args.repeats)
+    by_name = {r.name: r for r in rows}
+    ratios = {name: {"ndcg@10 share of teacher": by_name[name].ndcg10 / by_name["teacher"].ndcg10,
+                     "pairs/s ratio to teacher": (by_name[name].pairs_per_s or 0.0) / (by_name["teacher"].pairs_per_s or 1.0)}
+              for name in students}
+    header = (f"SciFact {held.description} (fraction {args.dev_fraction} of the train queries, seed {args.seed}); rerankers "
+              f"reorder stemmed-BM25 top-{args.depth}; pairs/s on the same {args.throughput_pairs} pairs, models interleaved, "
+              f"median of {args.repeats}; CPU flags: {' '.join(sorted(f for f in cpu_flags() if f.startswith(('avx', 'amx'))))}.")
+    lines = [f"- {name}: NDCG@10 {r['ndcg@10 share of teacher']:.1%} of the teacher's at {r['pairs/s ratio to teacher']:.2f}x "
+             "its pairs/s (same run, interleaved)" for name, r in ratios.items()]
+    print(header + "\n\n" + models_table(rows) + "\n\n" + "\n".join(lines))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(header + "\n\n" + table + "\n", encoding="utf-8")
-        out.with_suffix(".json").write_text(json.dumps([r.as_dict() for r in rows], indent=2), encoding="utf-8")
+        paths = write_comparison(Path(args.out), rows, header)
+        with open(paths["md"], "a", encoding="utf-8") as fh:
+            fh.write("\n" + "\n".join(lines) + "\n")
+        Path(args.out, "ratios.json").write_text(json.dumps(ratios, indent=2), encoding="utf-8")
     return 0
 
 

@@ -20,14 +20,14 @@ COMMON=(--data "$DATA" --dev-fraction 0.2 --seed 0 --cache-dir "$OUT/cache" --re
 # (BM25 top-20) after each epoch; the best epoch is kept.
 rerankd train --out "$OUT/scifact-ce" "${COMMON[@]}" --title-queries 1500 \
   --negatives 7 --pool-depth 50 --eval-depth 20 --epochs 2 --groups-per-batch 8 \
-  --lr 5e-5 --warmup-ratio 0.1 --max-length 256 --checkpoint-every 20
+  --lr 5e-5 --warmup-ratio 0.1 --max-length 256 --checkpoint-every 20 --no-compare
 
 # Teacher, stage 2: the stage-1 model fine-tuned one more epoch on the training claims only, negatives
 # from deeper in the first stage (stemmed-BM25 top-100, where the dev reranking reads), lr 2e-5; the dev
 # split is reranked at depth 100. This is the teacher.
 rerankd train --base "$OUT/scifact-ce" --out "$OUT/scifact-ce2" "${COMMON[@]}" \
   --negatives 7 --pool-depth 100 --eval-depth 100 --epochs 1 --groups-per-batch 8 \
-  --lr 2e-5 --warmup-ratio 0.1 --max-length 256 --checkpoint-every 20
+  --lr 2e-5 --warmup-ratio 0.1 --max-length 256 --checkpoint-every 20 --no-compare
 
 # Student: the teacher's first three layers (0, 1, 2 of 6) with its embeddings and head, trained on listwise KL
 # against the teacher's scores at temperature 6 (the teacher's margins reach ~10 logits: at T=1 its softmax

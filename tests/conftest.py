@@ -71,6 +71,20 @@ def qwen3_lm_untied(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen3_lm_small(models_dir: Path) -> Path:
+    """The same family as ``qwen3_lm``, narrower (16 wide) and shallower (1 layer): a distillation student."""
+    tiny_models.skip_without_shared(QWEN3)
+    return _cached(models_dir, "qwen3-lm-small", lambda p: tiny_models.qwen3_causal_lm(p, hidden=16, layers=1))
+
+
+@pytest.fixture(scope="session")
+def bert_ce_small(models_dir: Path) -> Path:
+    """The same family as ``bert_ce``, 16 wide and 1 layer deep."""
+    tiny_models.skip_without_shared(MINILM)
+    return _cached(models_dir, "bert-ce-small", lambda p: tiny_models.bert_cross_encoder(p, hidden=16, layers=1))
+
+
+@pytest.fixture(scope="session")
 def qwen3_seq_cls(models_dir: Path) -> Path:
     tiny_models.skip_without_shared(QWEN3)
     return _cached(models_dir, "qwen3-seq-cls", tiny_models.qwen3_seq_cls)

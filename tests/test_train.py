@@ -44,8 +44,12 @@ def trained(bare_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_train_writes_model_card_curves_and_best_model(trained: Path) -> None:
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "steps.csv", "evals.csv", "curves.png",
-                 "training_args.json", "checkpoint/state.pt"):
+                 "training_args.json", "checkpoint/state.pt", "comparison.md", "comparison.json", "comparison.png"):
         assert (trained / name).is_file(), name
+    # The closing comparison: the first stage and the trained model on the held-out dev queries (a bare
+    # encoder base is no reranker, so it has no row).
+    rows = json.loads((trained / "comparison.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["bm25 first stage (stemmed)", "trained"] and rows[1]["pairs/s"] > 0
     evals = _rows(trained / "evals.csv")
     assert [int(r["epoch"]) for r in evals] == [1, 2]
     card = (trained / "README.md").read_text()
@@ -168,8 +172,8 @@ def small_bert_encoder(out: Path) -> Path:
 def test_training_lifts_dev_ndcg_above_the_untrained_model(tmp_path: Path) -> None:
     from rerankd.cli import main
     from rerankd.training.finetune import DataSettings, dev_evaluator, prepare_data
-    from rerankd.training.students import load_cross_encoder
-    from rerankd.training.trainer import PairEncoder, seed_everything
+    from rerankd.training.models import load_trainable
+    from rerankd.training.trainer import seed_everything
 
     data, base, out = write_learnable_beir(tmp_path / "beir"), small_bert_encoder(tmp_path / "base"), tmp_path / "ce"
     # The untrained model is the one the trainer starts from: same split, same seed, same new head.
@@ -177,8 +181,7 @@ def test_training_lifts_dev_ndcg_above_the_untrained_model(tmp_path: Path) -> No
     evaluator = dev_evaluator(prepare_data(settings, seed=0), settings)
     assert evaluator is not None
     seed_everything(0)
-    model, tokenizer = load_cross_encoder(base)
-    before = evaluator(model, PairEncoder(tokenizer, 64, "cpu"), 64, False)["ndcg@10"]
+    before = evaluator(load_trainable(base, max_length=64), 64, False)["ndcg@10"]
 
     assert main(["train", "--base", str(base), "--out", str(out), "--data", str(data), "--dev-fraction", "0.25",
                  "--eval-depth", "8", "--negatives", "3", "--groups-per-batch", "4", "--max-length", "64", "--epochs", "1",
@@ -239,7 +242,7 @@ def test_loss_preconditions_and_values() -> None:
 
     from rerankd.errors import InputError
     from rerankd.training.losses import (
-        BinaryCrossEntropyLoss, FeatureLoss, LinearSchedule, ListwiseKLLoss, ListwiseSoftmaxLoss, MarginMSELoss, supervised_loss,
+        BinaryCrossEntropyLoss, FeatureLoss, ListwiseKLLoss, ListwiseSoftmaxLoss, MarginMSELoss, WeightSchedule, supervised_loss,
     )
 
     with pytest.raises(InputError):
@@ -249,7 +252,7 @@ def test_loss_preconditions_and_values() -> None:
     with pytest.raises(InputError):
         FeatureLoss(8, 16, [])
     with pytest.raises(InputError):
-        LinearSchedule(0.3, 1.5)
+        WeightSchedule(0.3, 1.5)
     with pytest.raises(InputError):
         supervised_loss("pairwise")
     with pytest.raises(InputError):

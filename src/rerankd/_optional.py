@@ -25,6 +25,7 @@ _EXTRA_OF = {
     "scipy": "eval",
     "sentence_transformers": "train",
     "redis": "cache",
+    "peft": "train",
     "PIL": "vision",
     "av": "vision",
     "httpcore": "vision",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from rerankd.backends.base import Backend
@@ -85,6 +86,7 @@ class Reranker:
         gpu_memory_fraction: float | None = None,
         packed: bool | None = None,
         max_memory: int | str | None = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
@@ -109,7 +111,10 @@ class Reranker:
                 verified on a GPU: opt-in).
             max_memory: a memory budget (bytes, or ``"2.5GB"``): the default precision and backend are
                 chosen so that the estimated peak fits it (see :mod:`rerankd.memory`).
+            adapter: a LoRA adapter folder (``rerankd train --lora``) merged into ``model`` at load
+                (see :mod:`rerankd.adapters`); ``model`` may also be the adapter folder itself.
         """
+        from rerankd.adapters import adapter_base, is_adapter, merged_model_dir
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
         from rerankd.families import load_family
@@ -118,6 +123,10 @@ class Reranker:
         model_dir, name = resolve_model(os.fspath(model) if model is not None else None, revision)
         from rerankd.gpu_setup import after_load, before_load
 
+        if adapter is None and is_adapter(model_dir):
+            adapter, (model_dir, name) = model_dir, resolve_model(adapter_base(model_dir), revision)
+        if adapter is not None:
+            model_dir, name = merged_model_dir(model_dir, Path(adapter)), f"{name}+{Path(adapter).name}"
         family = load_family(model_dir, max_length)
         memory_choice = None
         if max_memory is not None:

@@ -1,12 +1,17 @@
-"""``rerankd train``: fine-tune a cross-encoder on a BEIR dataset (qrels + mined hard negatives).
+"""``rerankd train``: fine-tune a reranker on a BEIR dataset (qrels + mined hard negatives).
 
-Example:
+Examples:
     rerankd train --base sentence-transformers/all-MiniLM-L6-v2 --data data/scifact --out runs/scifact-ce
+    rerankd train --base Qwen/Qwen3-Reranker-0.6B --lora r=16,alpha=32,targets=q_proj,v_proj --lr 2e-4 \\
+        --data data/mine --out runs/qwen-lora
+
+Every run ends with OUT/comparison.{md,json,png} (first stage, base, trained model on held-out queries).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -25,6 +30,44 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="cache for first-stage indexes")
     parser.add_argument("--title-queries", type=int, default=0,
                         help="add N corpus titles as training queries, each document's abstract as their positive (in-domain data beyond the qrels)")
+    parser.add_argument("--instructions", default=None, metavar="FILE",
+                        help="task instructions, one per line: each query gets one, drawn by seed (teacher and student alike)")
+    parser.add_argument("--no-compare", action="store_true", help="skip the closing comparison table")
+    parser.add_argument("--compare-split", default=None,
+                        help="qrels split for the closing comparison, e.g. test (default: the held-out dev queries)")
+    parser.add_argument("--compare-depth", type=int, default=100, help="the comparison reranks the first stage's top-N")
+
+
+def add_lora_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lora", default=None, metavar="SPEC",
+                        help="train LoRA adapters (peft) instead of every weight: r=16,alpha=32,targets=q_proj,v_proj[,dropout=0.05]")
+    parser.add_argument("--merge-lora", action="store_true",
+                        help="save the merged model instead of the adapter (default: the adapter, loaded with "
+                             "Reranker.from_pretrained(base, adapter=OUT))")
+
+
+def lora_spec(args: argparse.Namespace) -> Any:
+    if args.lora is None:
+        if args.merge_lora:
+            from rerankd.errors import InputError
+
+            raise InputError("--merge-lora needs --lora")
+        return None
+    from rerankd.training.lora import parse_lora
+
+    return parse_lora(args.lora, merge=args.merge_lora)
+
+
+def closing_comparison(args: argparse.Namespace, models: dict[str, str], data: Any, seed: int) -> list[dict[str, Any]]:
+    """OUT/comparison.{md,json,png}: the first stage and ``models`` on held-out queries."""
+    import sys
+
+    from rerankd.training.compare import compare_run, models_table
+
+    rows = compare_run(Path(args.out), models, data, seed, depth=args.compare_depth, split=args.compare_split,
+                       progress=not args.no_progress)
+    print(models_table(rows), file=sys.stderr)
+    return [r.as_dict() for r in rows]
 
 
 def add_loop_options(parser: argparse.ArgumentParser, *, lr: float) -> None:
@@ -69,17 +112,21 @@ def data_settings(args: argparse.Namespace) -> Any:
         data=args.data, split=args.split, dev_split=args.dev_split, dev_fraction=args.dev_fraction,
         retriever=args.retriever, dense_model=args.dense_model, pool_depth=args.pool_depth, eval_depth=args.eval_depth,
         max_train_queries=args.max_train_queries, max_dev_queries=args.max_dev_queries, cache_dir=args.cache_dir,
-        title_queries=args.title_queries,
+        title_queries=args.title_queries, instructions=args.instructions,
     )
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("train", help="fine-tune a cross-encoder on BEIR qrels", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", default=None, help="encoder or cross-encoder to start from (default: the bundled all-MiniLM-L6-v2)")
+    parser = sub.add_parser("train", help="fine-tune a reranker (cross-encoder, LLM yes/no, bi-encoder; LoRA) on BEIR qrels",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default=None,
+                        help="model to start from: an encoder, cross-encoder, LLM reranker or bi-encoder (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--family", choices=["auto", "cross-encoder", "llm-yes-no", "bi-encoder"], default="auto",
+                        help="what the base trains as (auto: LLM rerankers and cross-encoders as they are, an encoder or bi-encoder as a cross-encoder)")
     parser.add_argument("--out", required=True, help="output folder: best model, model card, curves, checkpoint")
     parser.add_argument("--loss", choices=["listwise", "binary"], default="listwise")
     parser.add_argument("--negatives", type=int, default=7, help="hard negatives per positive")
+    add_lora_options(parser)
     add_data_options(parser)
     add_loop_options(parser, lr=3e-5)
     parser.set_defaults(run=run)
@@ -90,7 +137,30 @@ def run(args: argparse.Namespace) -> int:
     from rerankd.training.finetune import FinetuneSettings, finetune
 
     settings = FinetuneSettings(base=args.base, out=args.out, data=data_settings(args), loss=args.loss,
-                                negatives=args.negatives, train=loop_config(args))
+                                negatives=args.negatives, family=args.family, lora=lora_spec(args), train=loop_config(args))
     result = finetune(settings, resume=args.resume, progress=not args.no_progress)
-    print_json({"out": args.out, "steps": result.steps, "completed": result.completed, "best": result.best, "evals": result.evals})
+    report: dict[str, Any] = {"out": args.out, "steps": result.steps, "completed": result.completed, "best": result.best,
+                              "evals": result.evals}
+    if result.completed and not args.no_compare:
+        models = {"trained": args.out}
+        if settings.lora is not None or _is_reranker(args.base):
+            models = {"base": args.base, **models}
+        report["comparison"] = closing_comparison(args, models, settings.data, settings.train.seed)
+    print_json(report)
     return 0
+
+
+def _is_reranker(model: str | None) -> bool:
+    """Whether the base scores pairs as it is (a bare encoder or bi-encoder base gets a new head)."""
+    from rerankd.errors import UnsupportedModelError
+    from rerankd.families.base import read_json
+    from rerankd.families.detect import detect_kind
+    from rerankd.hub import resolve_model
+
+    if not model:
+        return False
+    model_dir, _ = resolve_model(model)
+    try:
+        return detect_kind(model_dir, read_json(model_dir / "config.json")) in ("cross-encoder", "llm-yes-no")
+    except UnsupportedModelError:  # a bare encoder: not a reranker by itself
+        return False

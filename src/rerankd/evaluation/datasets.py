@@ -117,7 +117,9 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
-        raise InputError(f"{root} has no qrels/{split}.tsv; available splits: {available or 'none'}")
+        raise InputError(f"{root} has no qrels/{split}.tsv; available splits: {available or 'none'}. To evaluate on "
+                         f"'{split}', add qrels/{split}.tsv (query-id, corpus-id, score; BEIR's own file) and its queries "
+                         "to queries.jsonl")
     qrels = read_beir_qrels(qrels_path)
     all_queries = read_queries(root / "queries.jsonl")
     missing = [q for q in qrels if q not in all_queries]

@@ -20,13 +20,17 @@ class ModelCard:
     best: Mapping[str, Any] | None = None
     evals: Sequence[Mapping[str, Any]] = field(default_factory=list)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The family of the saved model (decides the tags and the usage example).
+    family: str = "cross-encoder"
+    #: The base an adapter folder is loaded with (a LoRA adapter was saved instead of a model).
+    adapter_base: str | None = None
 
     def render(self) -> str:
         lines = [
             "---",
-            "library_name: sentence-transformers",
+            f"library_name: {'transformers' if self.family == 'llm-yes-no' or self.adapter_base else 'sentence-transformers'}",
             "pipeline_tag: text-ranking",
-            "tags: [cross-encoder, reranker, rerankd]",
+            f"tags: [{self.family}, reranker, rerankd{', lora' if self.adapter_base else ''}]",
             f"base_model: {self.base_model}",
             "---",
             "",
@@ -64,17 +68,20 @@ class ModelCard:
             "",
             "## Usage",
             "",
-            "```python",
-            "from rerankd import Reranker",
-            "reranker = Reranker.from_pretrained(\"path/to/this/folder\")",
-            "reranker.rank(\"query\", [\"doc one\", \"doc two\"])",
-            "",
-            "from sentence_transformers import CrossEncoder   # the same weights, sigmoid on the logit",
-            "CrossEncoder(\"path/to/this/folder\").predict([(\"query\", \"doc one\")])",
-            "```",
-            "",
+            *self._usage(),
         ]
         return "\n".join(lines)
+
+    def _usage(self) -> list[str]:
+        if self.adapter_base:
+            load = f"reranker = Reranker.from_pretrained({self.adapter_base!r}, adapter=\"path/to/this/folder\")"
+        else:
+            load = "reranker = Reranker.from_pretrained(\"path/to/this/folder\")"
+        lines = ["```python", "from rerankd import Reranker", load, "reranker.rank(\"query\", [\"doc one\", \"doc two\"])"]
+        if self.family == "cross-encoder" and not self.adapter_base:
+            lines += ["", "from sentence_transformers import CrossEncoder   # the same weights, sigmoid on the logit",
+                      "CrossEncoder(\"path/to/this/folder\").predict([(\"query\", \"doc one\")])"]
+        return [*lines, "```", ""]
 
     def write(self, out_dir: Path) -> Path:
         path = Path(out_dir) / "README.md"

@@ -21,6 +21,7 @@ from rerankd.training.data import (
     title_queries,
     training_queries,
 )
+from rerankd.training.instructions import InstructionDraw, load_draw
 from rerankd.training.trainer import DevEvaluator, TextLookup, TrainConfig, seed_everything
 
 
@@ -43,6 +44,8 @@ class DataSettings:
     cache_dir: str | None = None
     #: Extra training queries: this many corpus titles, each with its own abstract as the positive.
     title_queries: int = 0
+    #: A file of task instructions, one per line: each query gets one (teacher and student alike).
+    instructions: str | None = None
 
 
 @dataclass
@@ -54,6 +57,8 @@ class PreparedData:
     texts: TextLookup
     #: Training queries beyond the qrels (corpus titles), with their pools.
     extra_queries: list[TrainingQuery] = field(default_factory=list)
+    #: The per-query instruction draw (``--instructions``), if any.
+    instructions: InstructionDraw | None = None
 
     def describe(self, settings: DataSettings) -> dict[str, Any]:
         how = (f"qrels split '{settings.dev_split}'" if settings.dev_split else
@@ -68,6 +73,8 @@ class PreparedData:
             **({"title queries": f"{len(self.extra_queries)} corpus titles as extra training queries, each with its own abstract "
                                  "(title removed) as the positive and abstracts of its BM25 top documents as negatives; "
                                  "documents judged for dev queries are never a source"} if self.extra_queries else {}),
+            **({"instructions": f"{self.instructions.setting()} from {settings.instructions}, for teacher and student"}
+               if self.instructions else {}),
         }
 
 
@@ -103,7 +110,10 @@ def prepare_data(settings: DataSettings, seed: int) -> PreparedData:
         titles = title_queries(dataset.corpus, settings.title_queries, seed, dev_docs, retriever.search, settings.pool_depth)
         texts = TextLookup(queries={**texts.queries, **titles.queries}, docs={**texts.docs, **titles.docs})
         extra = titles.training
-    return PreparedData(dataset, split, qrels, run, texts, extra)
+    draw = load_draw(settings.instructions, seed)
+    if draw is not None:
+        texts.instructions = draw.per_query(texts.queries)
+    return PreparedData(dataset, split, qrels, run, texts, extra, draw)
 
 
 def sampler_for(prepared: PreparedData, settings: DataSettings, negatives: int, seed: int) -> GroupSampler:
@@ -127,36 +137,50 @@ class FinetuneSettings:
     data: DataSettings
     loss: str = "listwise"
     negatives: int = 7
+    #: The family the base trains as (see :func:`rerankd.training.models.load_trainable`).
+    family: str = "auto"
+    #: LoRA adapters instead of full fine-tuning (:mod:`rerankd.training.lora`).
+    lora: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def finetune(settings: FinetuneSettings, *, resume: bool = False, progress: bool = True) -> Any:
-    """Fine-tune ``settings.base`` into a 1-label cross-encoder in ``settings.out``; returns a TrainResult."""
+    """Fine-tune ``settings.base`` (a cross-encoder, LLM yes/no reranker or bi-encoder) into ``settings.out``;
+    returns a TrainResult."""
     from rerankd.training.card import ModelCard
     from rerankd.training.losses import supervised_loss
-    from rerankd.training.students import load_cross_encoder
+    from rerankd.training.lora import apply_lora
+    from rerankd.training.models import load_trainable
     from rerankd.training.trainer import SupervisedObjective, Trainer
 
     loss = supervised_loss(settings.loss)
     prepared = prepare_data(settings.data, settings.train.seed)
     # Seeded before the model is built: a new classification head (or projection) is drawn from the RNG.
     seed_everything(settings.train.seed)
-    model, tokenizer = load_cross_encoder(settings.base)
+    model = load_trainable(settings.base, family=settings.family, max_length=settings.train.max_length)
+    if settings.lora is not None:
+        apply_lora(model, settings.lora)
     base_name = settings.base or "sentence-transformers/all-MiniLM-L6-v2 (bundled)"
+    how = ("LoRA " + ", ".join(f"{k}={v}" for k, v in asdict(settings.lora).items()) + (" (merged)" if settings.lora.merge else
+           " (saved as an adapter: `Reranker.from_pretrained(base, adapter=this folder)`)") + "; "
+           if settings.lora is not None else "")
 
     def write_card(out_dir: Path, result: Any) -> None:
         ModelCard(
-            title=f"Cross-encoder fine-tuned from {base_name}",
+            title=f"{model.family.kind} fine-tuned from {base_name}",
             base_model=base_name,
-            how=(f"Trained with `rerankd train`: 1 positive + {settings.negatives} hard negatives per group, "
-                 f"{settings.loss} loss, bf16 autocast={settings.train.bf16}."),
+            how=(f"Trained with `rerankd train` as a {model.family.kind} ({model.kind} head): {how}"
+                 f"1 positive + {settings.negatives} hard negatives per group, {settings.loss} loss, "
+                 f"bf16 autocast={settings.train.bf16}."),
             data=prepared.describe(settings.data),
-            settings={"loss": settings.loss, "negatives": settings.negatives, **asdict(settings.data), **asdict(settings.train)},
-            best=result.best, evals=result.evals,
+            settings={"loss": settings.loss, "negatives": settings.negatives, "family": settings.family,
+                      "lora": asdict(settings.lora) if settings.lora else None, **asdict(settings.data), **asdict(settings.train)},
+            best=result.best, evals=result.evals, family=model.family.kind,
+            adapter_base=str(model.source) if settings.lora is not None and not settings.lora.merge else None,
         ).write(out_dir)
 
     trainer = Trainer(
-        model, tokenizer, SupervisedObjective(loss), sampler_for(prepared, settings.data, settings.negatives, settings.train.seed),
+        model, SupervisedObjective(loss), sampler_for(prepared, settings.data, settings.negatives, settings.train.seed),
         prepared.texts, settings.train, Path(settings.out), dev_evaluator(prepared, settings.data), on_save=write_card,
     )
     return trainer.fit(resume=resume, progress=progress)

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -108,11 +109,12 @@ FEATURE_KINDS = ("mse", "cosine")
 
 
 class FeatureLoss(nn.Module):
-    """Hidden-state distillation: each chosen student layer, through a learned linear projection,
-    should match the paired teacher layer, token by token (padding masked out).
+    """Feature distillation: each chosen student layer's vector per pair (at the scoring position or
+    mean-pooled), through a learned linear projection, should match the paired teacher layer's.
 
-    The projections are trainable parameters of the loss, so the optimizer must include
-    ``loss.parameters()``; they are dropped after training (the student does not need them).
+    Vectors per pair, not per token, so teacher and student may have other tokenizers, prompts,
+    families and widths. A projection whose widths agree starts as the identity. The projections
+    are trainable parameters of the loss (the optimizer includes them); the student does not keep them.
 
     Args:
         student_dim: hidden size of the student.
@@ -133,52 +135,81 @@ class FeatureLoss(nn.Module):
         self.kind = kind
         self.layer_pairs = [(int(s), int(t)) for s, t in layer_pairs]
         self.projections = nn.ModuleList(nn.Linear(student_dim, teacher_dim) for _ in self.layer_pairs)
+        if student_dim == teacher_dim:
+            with torch.no_grad():
+                for projection in self.projections:
+                    projection.weight.copy_(torch.eye(student_dim))
+                    projection.bias.zero_()
 
-    def forward(
-        self,
-        student_hidden: Sequence["torch.Tensor"],
-        teacher_hidden: Sequence["torch.Tensor"],
-        attention_mask: "torch.Tensor",
-    ) -> "torch.Tensor":
-        mask = attention_mask.unsqueeze(-1).float()
-        tokens = mask.sum().clamp(min=1.0)
-        total = torch.zeros((), device=attention_mask.device)
-        for projection, (s, t) in zip(self.projections, self.layer_pairs):
-            if s >= len(student_hidden) or t >= len(teacher_hidden):
-                raise InputError(
-                    f"layer pair ({s}, {t}) is out of range: the student has {len(student_hidden) - 1} layers, "
-                    f"the teacher {len(teacher_hidden) - 1}"
-                )
-            projected = projection(student_hidden[s].float())
-            target = teacher_hidden[t].float()
+    @property
+    def student_layers(self) -> list[int]:
+        return [s for s, _ in self.layer_pairs]
+
+    @property
+    def teacher_layers(self) -> list[int]:
+        return [t for _, t in self.layer_pairs]
+
+    def forward(self, student: Sequence["torch.Tensor"], teacher: Sequence["torch.Tensor"]) -> "torch.Tensor":
+        """``student[i]``, ``teacher[i]``: (pairs, width) vectors of the i-th layer pair."""
+        if len(student) != len(self.layer_pairs) or len(teacher) != len(self.layer_pairs):
+            raise InputError(f"expected {len(self.layer_pairs)} feature tensors per side, got {len(student)} and {len(teacher)}")
+        total = torch.zeros((), device=student[0].device)
+        for projection, s, t in zip(self.projections, student, teacher):
+            projected, target = projection(s.float()), t.float()
             if self.kind == "mse":
-                per_token = (projected - target).pow(2).mean(dim=-1, keepdim=True)
+                total = total + (projected - target).pow(2).mean()
             else:
-                per_token = 1.0 - F.cosine_similarity(projected, target, dim=-1).unsqueeze(-1)
-            total = total + (per_token * mask).sum() / tokens
+                total = total + (1.0 - F.cosine_similarity(projected, target, dim=-1)).mean()
         return total / len(self.layer_pairs)
 
 
+SCHEDULE_SHAPES = ("linear", "cosine")
+
+
 @dataclass(frozen=True)
-class LinearSchedule:
-    """A weight that moves linearly from ``start`` to ``end`` over training (then stays at ``end``).
+class WeightSchedule:
+    """A weight that moves from ``start`` to ``end`` over training, linearly or along a half cosine.
 
     Example:
-        >>> LinearSchedule(0.3, 0.7).at(0.5)
+        >>> WeightSchedule(0.3, 0.7).at(0.5)
         0.5
+        >>> round(WeightSchedule(0.3, 0.7, "cosine").at(0.25), 4)
+        0.3586
     """
 
     start: float
     end: float
+    shape: str = "linear"
 
     def __post_init__(self) -> None:
         for name, value in (("start", self.start), ("end", self.end)):
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"schedule {name} weight must be in [0, 1], got {value}")
+        if self.shape not in SCHEDULE_SHAPES:
+            raise InputError(f"schedule shape must be one of {SCHEDULE_SHAPES}, got {self.shape!r}")
 
     def at(self, progress: float) -> float:
         progress = min(max(progress, 0.0), 1.0)
+        if self.shape == "cosine":
+            progress = (1.0 - math.cos(math.pi * progress)) / 2.0
         return self.start + (self.end - self.start) * progress
+
+
+def parse_weight_schedule(text: str, shape: str = "linear") -> WeightSchedule:
+    """``0.3→0.7``, ``0.3:0.7``, ``0.3->0.7`` or one constant ``0.5``.
+
+    Example:
+        >>> parse_weight_schedule("0.3:0.7", "cosine")
+        WeightSchedule(start=0.3, end=0.7, shape='cosine')
+    """
+    parts = [p.strip() for p in text.replace("->", "→").replace(":", "→").split("→")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError as exc:
+        raise InputError(f"feature weight {text!r} is not START→END (or START:END) with numbers in [0, 1]") from exc
+    if len(values) not in (1, 2):
+        raise InputError(f"feature weight {text!r} is not START→END (or START:END)")
+    return WeightSchedule(values[0], values[-1], shape)
 
 
 class HybridLoss(nn.Module):
@@ -188,7 +219,7 @@ class HybridLoss(nn.Module):
     the scores anchor the ranking early, the hidden states shape the representation later.
     """
 
-    def __init__(self, response: nn.Module, feature: FeatureLoss, schedule: LinearSchedule = LinearSchedule(0.3, 0.7)) -> None:
+    def __init__(self, response: nn.Module, feature: FeatureLoss, schedule: WeightSchedule = WeightSchedule(0.3, 0.7)) -> None:
         super().__init__()
         if not isinstance(feature, FeatureLoss):
             raise InputError("the hybrid loss needs a FeatureLoss as its feature part")
@@ -200,13 +231,12 @@ class HybridLoss(nn.Module):
         self,
         scores: "torch.Tensor",
         teacher: "torch.Tensor",
-        student_hidden: Sequence["torch.Tensor"],
-        teacher_hidden: Sequence["torch.Tensor"],
-        attention_mask: "torch.Tensor",
+        student_features: Sequence["torch.Tensor"],
+        teacher_features: Sequence["torch.Tensor"],
         progress: float,
     ) -> "torch.Tensor":
         w = self.schedule.at(progress)
-        return (1.0 - w) * self.response(scores, teacher) + w * self.feature(student_hidden, teacher_hidden, attention_mask)
+        return (1.0 - w) * self.response(scores, teacher) + w * self.feature(student_features, teacher_features)
 
 
 SUPERVISED_LOSSES = ("listwise", "binary")

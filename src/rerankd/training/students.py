@@ -1,16 +1,15 @@
-"""Models to train: a cross-encoder from any encoder checkpoint, or a student cut from a teacher.
+"""Students: layers kept from the teacher, or a model of its own (same family smaller, or another family).
 
 Example:
-    >>> model, tok = load_cross_encoder("sentence-transformers/all-MiniLM-L6-v2")        # doctest: +SKIP
-    >>> student, tok = build_student("layers:0,3,5", teacher_dir="runs/teacher")          # doctest: +SKIP
-    >>> student.config.num_hidden_layers
-    3
+    >>> student = build_student("layers:0,3,5", teacher="runs/teacher", max_length=256)   # doctest: +SKIP
+    >>> student.num_layers, student.kept_layers
+    (3, [0, 3, 5])
+    >>> student = build_student("runs/minilm-ce", teacher="Qwen/Qwen3-Reranker-0.6B")      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +17,6 @@ from rerankd._optional import require
 from rerankd.errors import InputError, UnsupportedModelError
 
 LAYERS_PREFIX = "layers:"
-
-
-def load_cross_encoder(model: str | Path, *, dropout_attention: bool = False) -> tuple[Any, Any]:
-    """A 1-label ``*ForSequenceClassification`` and its tokenizer, from a cross-encoder or a bare encoder.
-
-    A bare encoder (e.g. the bundled all-MiniLM-L6-v2, a ``BertModel``) gets a new, randomly
-    initialised classification head; a classifier with another number of labels is refused.
-    """
-    transformers = require("transformers")
-    from rerankd.hub import resolve_model
-
-    model_dir, _ = resolve_model(str(model) if model else None)
-    config = transformers.AutoConfig.from_pretrained(str(model_dir))
-    labels = len(getattr(config, "id2label", None) or {}) if _is_classifier(config) else 1
-    if labels not in (0, 1):
-        raise UnsupportedModelError(
-            f"{model_dir} is a classifier with {labels} labels; training needs an encoder or a 1-label cross-encoder"
-        )
-    config.num_labels = 1
-    if not dropout_attention:
-        # Attention dropout makes torch skip the fused SDPA kernel: measured 7.4 s vs 1.0 s for the
-        # attention forward of a 32x256 MiniLM batch on CPU (PERF.md). Hidden dropout alone is cheap
-        # and keeps most of the regularisation.
-        _disable_attention_dropout(config)
-    net = transformers.AutoModelForSequenceClassification.from_pretrained(str(model_dir), config=config)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-    return net, tokenizer
-
-
-def _is_classifier(config: Any) -> bool:
-    return any(str(a).endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
-
-
-def _disable_attention_dropout(config: Any) -> None:
-    for name in ("attention_probs_dropout_prob", "attention_dropout"):
-        if hasattr(config, name):
-            setattr(config, name, 0.0)
 
 
 def transformer_layers(model: Any) -> Any:
@@ -83,31 +45,22 @@ def parse_layer_spec(spec: str, num_layers: int) -> list[int]:
     return layers
 
 
-@dataclass
-class Student:
-    """A student model, its tokenizer, and which teacher layer each of its layers came from (if cut)."""
+def build_student(spec: str, *, teacher: str | Path, family: str = "auto", max_length: int | None = None) -> Any:
+    """``layers:I,J,...`` keeps those layers of the teacher (same family, embeddings and head copied);
+    anything else is a model directory or hub id to start from, of the teacher's family (smaller) or
+    another one (``family`` as in :func:`rerankd.training.models.load_trainable`)."""
+    from rerankd.training.models import cut_student, load_trainable
 
-    model: Any
-    tokenizer: Any
-    kept_layers: list[int] | None
-
-
-def build_student(spec: str, *, teacher_dir: str | Path) -> Student:
-    """``layers:I,J,...`` keeps those layers of the teacher (embeddings and head copied); anything
-    else is a model directory or hub id of an encoder/cross-encoder to start from."""
     if spec.startswith(LAYERS_PREFIX):
-        teacher, tokenizer = load_cross_encoder(teacher_dir)
-        model, kept = cut_layers(teacher, spec)
-        return Student(model, tokenizer, kept)
-    model, tokenizer = load_cross_encoder(spec)
-    return Student(model, tokenizer, None)
+        whole = load_trainable(teacher, max_length=max_length)
+        return cut_student(whole, parse_layer_spec(spec, whole.num_layers))
+    return load_trainable(spec, family=family, max_length=max_length)
 
 
-def cut_layers(teacher: Any, spec: str) -> tuple[Any, list[int]]:
-    """A deep copy of ``teacher`` with only the layers named by ``spec`` (e.g. ``layers:0,3,5``)."""
+def cut_layers(model: Any, layers: list[int]) -> Any:
+    """A deep copy of ``model`` with only the transformer blocks ``layers``."""
     torch = require("torch")
-    layers = parse_layer_spec(spec, int(teacher.config.num_hidden_layers))
-    student = copy.deepcopy(teacher)
+    student = copy.deepcopy(model)
     blocks = transformer_layers(student)
     kept = torch.nn.ModuleList([blocks[i] for i in layers])
     _replace_module(student, blocks, kept)
@@ -119,7 +72,7 @@ def cut_layers(teacher: Any, spec: str) -> tuple[Any, list[int]]:
         for module in block.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new_index
-    return student, layers
+    return student
 
 
 def _replace_module(root: Any, old: Any, new: Any) -> None:
@@ -131,32 +84,24 @@ def _replace_module(root: Any, old: Any, new: Any) -> None:
     raise UnsupportedModelError("could not replace the layer list of the student")
 
 
-def feature_layer_pairs(student: Student, teacher_layers: int, chosen: list[int] | None) -> list[tuple[int, int]]:
+def feature_layer_pairs(student_layers: int, kept_layers: list[int] | None, teacher_layers: int,
+                        chosen: list[int] | None) -> list[tuple[int, int]]:
     """Pairs of ``output_hidden_states`` indices (student, teacher) for feature distillation.
 
     A cut student's layer j (output index j + 1) pairs with the teacher layer it was copied from;
     another student's layers map evenly onto the teacher's depth. ``chosen`` picks student layers
     (0-based block numbers); default: all of them.
+
+    Example:
+        >>> feature_layer_pairs(2, None, 6, None)
+        [(1, 3), (2, 6)]
     """
-    count = int(student.model.config.num_hidden_layers)
-    chosen = list(range(count)) if chosen is None else chosen
+    chosen = list(range(student_layers)) if chosen is None else chosen
     for j in chosen:
-        if not 0 <= j < count:
-            raise InputError(f"feature layer {j} is out of range: the student has layers 0..{count - 1}")
+        if not 0 <= j < student_layers:
+            raise InputError(f"feature layer {j} is out of range: the student has layers 0..{student_layers - 1}")
     pairs = []
     for j in chosen:
-        if student.kept_layers is not None:
-            teacher_block = student.kept_layers[j]
-        else:
-            teacher_block = round((j + 1) * teacher_layers / count) - 1
+        teacher_block = kept_layers[j] if kept_layers is not None else round((j + 1) * teacher_layers / student_layers) - 1
         pairs.append((j + 1, teacher_block + 1))
     return pairs
-
-
-def same_tokenizer(a: Any, b: Any) -> bool:
-    """Feature distillation compares token positions, so both sides must split text the same way."""
-    return type(a).__name__ == type(b).__name__ and a.get_vocab() == b.get_vocab()
-
-
-def count_parameters(model: Any) -> int:
-    return sum(int(p.numel()) for p in model.parameters())

@@ -28,6 +28,7 @@ from rerankd._optional import require
 from rerankd.errors import InputError
 from rerankd.training.curves import plot_curves, write_csv
 from rerankd.training.data import Group, GroupSampler, batches, ranked_ids
+from rerankd.training.models import PairTexts
 
 torch = require("torch")
 
@@ -80,58 +81,28 @@ def autocast(device: str, enabled: bool) -> Any:
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
 
 
-class PairEncoder:
-    """(query, document) texts → padded model inputs; the document is truncated, the query kept,
-    as rerankd's cross-encoder family does at inference."""
-
-    def __init__(self, tokenizer: Any, max_length: int, device: str) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.device = device
-
-    def __call__(self, queries: Sequence[str], docs: Sequence[str]) -> dict[str, Any]:
-        enc = self.tokenizer(
-            list(queries), list(docs), truncation="only_second", max_length=self.max_length,
-            padding=True, return_tensors="pt",
-        )
-        return {k: v.to(self.device) for k, v in enc.items()}
-
-
 @dataclass
 class TextLookup:
-    """Query and document texts by id."""
+    """Query and document texts by id, and the task instruction of each query (LLM rerankers read it)."""
 
     queries: Mapping[str, str]
     docs: Mapping[str, str]
+    instructions: Mapping[str, str] = field(default_factory=dict)
 
-    def pairs(self, groups: Sequence[Group]) -> tuple[list[str], list[str]]:
-        queries = [self.queries[g.qid] for g in groups for _ in g.doc_ids]
-        docs = [self.docs[d] for g in groups for d in g.doc_ids]
-        return queries, docs
+    def pairs(self, groups: Sequence[Group]) -> PairTexts:
+        return self.for_pairs([(g.qid, d) for g in groups for d in g.doc_ids])
+
+    def for_pairs(self, pairs: Sequence[tuple[str, str]]) -> PairTexts:
+        return PairTexts([self.queries[q] for q, _ in pairs], [self.docs[d] for _, d in pairs],
+                         [self.instructions.get(q) for q, _ in pairs])
 
 
 class Objective(Protocol):
     """What a step minimises; holds any trainable parameters of its own (e.g. feature projections)."""
 
-    def loss(self, model: Any, inputs: dict[str, Any], groups: Sequence[Group], progress: float) -> Any: ...
+    def loss(self, model: Any, pairs: Any, groups: Sequence[Group], progress: float) -> Any: ...
 
     def modules(self) -> Sequence[Any]: ...
-
-
-def score_pairs(model: Any, encoder: PairEncoder, queries: Sequence[str], docs: Sequence[str], batch_pairs: int, bf16: bool) -> np.ndarray:
-    """Scores of many pairs with an in-memory model: length-sorted batches, eval mode, no grad."""
-    lengths = [len(q) + len(d) for q, d in zip(queries, docs)]
-    order = np.argsort(lengths, kind="stable")
-    out = np.zeros(len(queries), dtype=np.float64)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode(), autocast(encoder.device, bf16):
-        for start in range(0, len(order), batch_pairs):
-            rows = order[start : start + batch_pairs]
-            inputs = encoder([queries[i] for i in rows], [docs[i] for i in rows])
-            out[rows] = model(**inputs).logits.float().reshape(-1).cpu().numpy()
-    model.train(was_training)
-    return out
 
 
 class DevEvaluator:
@@ -148,13 +119,11 @@ class DevEvaluator:
         self.texts = texts
         self.depth = depth
 
-    def __call__(self, model: Any, encoder: PairEncoder, batch_pairs: int, bf16: bool) -> dict[str, float]:
+    def __call__(self, model: Any, batch_pairs: int, bf16: bool) -> dict[str, float]:
         from rerankd.evaluation.metrics import evaluate
 
         pairs = [(q, d) for q, docs in self.candidates.items() for d in docs]
-        scores = score_pairs(
-            model, encoder, [self.texts.queries[q] for q, _ in pairs], [self.texts.docs[d] for _, d in pairs], batch_pairs, bf16
-        )
+        scores = model.score(self.texts.for_pairs(pairs), batch_pairs, bf16)
         run: dict[str, dict[str, float]] = {q: {} for q in self.candidates}
         for (q, d), s in zip(pairs, scores):
             run[q][d] = float(s)
@@ -174,8 +143,7 @@ class Trainer:
     """Runs an objective over a sampler's groups, evaluates each epoch, keeps the best model.
 
     Args:
-        model: a HF ``*ForSequenceClassification`` with 1 label (trained in place).
-        tokenizer: its tokenizer (saved with the model).
+        model: a :class:`rerankd.training.models.TrainableModel` of any family (trained in place).
         objective: computes the loss of a batch of groups.
         sampler: the groups of each epoch.
         texts: query and document texts.
@@ -186,12 +154,11 @@ class Trainer:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, objective: Objective, sampler: GroupSampler, texts: TextLookup,
+        self, model: Any, objective: Objective, sampler: GroupSampler, texts: TextLookup,
         config: TrainConfig, out_dir: Path, evaluator: DevEvaluator | None = None,
         on_save: Callable[[Path, "TrainResult"], None] | None = None,
     ) -> None:
         self.model = model.to(config.device)
-        self.tokenizer = tokenizer
         self.objective = objective
         self.sampler = sampler
         self.texts = texts
@@ -199,7 +166,6 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.evaluator = evaluator
         self.on_save = on_save
-        self.encoder = PairEncoder(tokenizer, config.max_length, config.device)
         self.steps_per_epoch = math.ceil(len(sampler) / config.groups_per_batch)
         self.total_steps = self.steps_per_epoch * config.epochs
         for module in objective.modules():
@@ -236,7 +202,7 @@ class Trainer:
 
     def save_checkpoint(self, step: int, epoch: int, batch_in_epoch: int) -> None:
         state = {
-            "model": self.model.state_dict(),
+            "model": self.model.trainable_state(),
             "objective": [m.state_dict() for m in self.objective.modules()],
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -260,7 +226,7 @@ class Trainer:
                     f"the checkpoint in {self.checkpoint_path.parent} was made with {key}={saved[key]}, this run asks for "
                     f"{getattr(self.config, key)}; resume with the same settings or use a new --out"
                 )
-        self.model.load_state_dict(state["model"])
+        self.model.load_trainable_state(state["model"])
         for module, module_state in zip(self.objective.modules(), state["objective"]):
             module.load_state_dict(module_state)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -317,11 +283,9 @@ class Trainer:
         return result
 
     def _step(self, groups: Sequence[Group], step: int) -> float:
-        queries, docs = self.texts.pairs(groups)
-        inputs = self.encoder(queries, docs)
         progress = step / max(1, self.total_steps - 1)
         with autocast(self.config.device, self.config.bf16):
-            loss = self.objective.loss(self.model, inputs, groups, progress)
+            loss = self.objective.loss(self.model, self.texts.pairs(groups), groups, progress)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -333,7 +297,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, step: int) -> None:
         if self.evaluator is None:
             return
-        metrics = self.evaluator(self.model, self.encoder, self.config.eval_batch_pairs, self.config.bf16)
+        metrics = self.evaluator(self.model, self.config.eval_batch_pairs, self.config.bf16)
         self.eval_rows.append({"epoch": epoch + 1, "step": step, **metrics})
         if self.best is None or metrics[PRIMARY_METRIC] > self.best[PRIMARY_METRIC]:
             self.best = {"epoch": epoch + 1, "step": step, **metrics}
@@ -343,13 +307,8 @@ class Trainer:
         self.write_curves()
 
     def save_model(self) -> None:
-        """The model in the Hugging Face layout, loadable by rerankd and sentence-transformers."""
-        self.model.config.architectures = [type(self.model).__name__]
-        self.model.save_pretrained(self.out_dir)
-        # Inference should read as many tokens as training did: rerankd and CrossEncoder both take
-        # the tokenizer's model_max_length as the pair limit.
-        self.tokenizer.model_max_length = self.config.max_length
-        self.tokenizer.save_pretrained(self.out_dir)
+        """The model in the Hugging Face layout (or a LoRA adapter), loadable by rerankd."""
+        self.model.save(self.out_dir, self.config.max_length)
 
     def write_curves(self) -> None:
         write_csv(self.out_dir / "steps.csv", self.step_rows)
@@ -369,6 +328,6 @@ class SupervisedObjective:
     def modules(self) -> Sequence[Any]:
         return []
 
-    def loss(self, model: Any, inputs: dict[str, Any], groups: Sequence[Group], progress: float) -> Any:
-        logits = model(**inputs).logits.reshape(len(groups), -1)
-        return self.loss_fn(logits.float())
+    def loss(self, model: Any, pairs: Any, groups: Sequence[Group], progress: float) -> Any:
+        scores = model.forward(model.encode(pairs)).scores.reshape(len(groups), -1)
+        return self.loss_fn(scores.float())

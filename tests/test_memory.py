@@ -102,7 +102,7 @@ def test_info_reports_choice_and_memory(bert_ce: Path) -> None:
 
 
 def test_torch_threads_follow_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A container's CPU quota (here: 1 usable core) caps torch's threads; an explicit OMP_NUM_THREADS wins."""
+    """Threads = the usable cores (a container's CPU quota: here 1, then 4), lowered by OMP_NUM_THREADS."""
     import torch
 
     from rerankd import hardware
@@ -115,8 +115,11 @@ def test_torch_threads_follow_usable_cores(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         torch.set_num_threads(2)
         assert follow_usable_cores(torch) == 1 == torch.get_num_threads()
+        monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CpuInfo(real.model, real.flags, real.physical_cores, 4))
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
-        torch.set_num_threads(2)
-        assert follow_usable_cores(torch) == 2
+        torch.set_num_threads(1)  # torch's current setting is rerankd's own last choice: not read
+        assert follow_usable_cores(torch) == 2 == torch.get_num_threads()
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert follow_usable_cores(torch) == 4
     finally:
         torch.set_num_threads(before)

@@ -111,18 +111,22 @@ class TorchBackend:
 
 
 def follow_usable_cores(torch: Any) -> int:
-    """Cap torch's intra-op threads at the cores this process may use; returns the thread count.
+    """Set torch's intra-op threads to the cores this process may use; returns the thread count.
 
     torch starts one thread per CPU it sees, which in a container given a 2-CPU quota on a 64-core
     host means 64 threads time-sliced onto 2 CPUs: every parallel region then waits for preempted
-    threads. An explicit ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` below the cap is kept.
+    threads. ``OMP_NUM_THREADS`` lowers the count. torch's current setting is not read: rerankd
+    itself changes it per batch (``backends/threads.py``), so it says nothing about the machine.
     """
     from rerankd.hardware import cpu_info
 
-    usable = cpu_info().usable_cores
-    if os.environ.get("OMP_NUM_THREADS") is None and torch.get_num_threads() > usable:
-        torch.set_num_threads(usable)
-    return int(torch.get_num_threads())
+    threads = cpu_info().usable_cores
+    requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if requested.isdigit() and int(requested) > 0:
+        threads = min(threads, int(requested))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
 
 
 def cpu_thread_governor(torch: Any, device: str, adaptive: bool) -> ThreadGovernor | None:

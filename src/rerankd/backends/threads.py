@@ -7,8 +7,12 @@ machine busy (rerank-100, MiniLM shape), 4.6 pairs/s on 2 threads and 11.1 on 1.
 average says in advance which case holds, so the governor measures: it keeps a moving average of
 seconds per token for each thread count it tries, runs the best one, and now and then probes
 another — rarely while the probes keep losing (the interval doubles), soon again once the running
-choice gets slower than it was (the machine has changed). Scores do not depend on the thread count
-(the same kernels split the same products differently across threads; checked bit-equal).
+choice gets slower than it was (the machine has changed).
+
+Scores can move in their last bits between thread counts: bit-equal on the MiniLM shape, but small
+products (a 7-row linear layer, short attention) split their sums differently, and oneDNN lays out
+its reordered weights for the thread count of the process at start. Jobs whose output must be
+reproducible byte for byte pin the count (``Reranker.pin_threads``).
 
 Example:
     >>> governor = ThreadGovernor(max_threads=2)

@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
     data.add_argument("--queries", required=True, help="queries, JSONL or Parquet with _id and text")
     data.add_argument("--corpus", required=True, help="documents, JSONL or Parquet with _id, text and optional title")
     given = data.add_mutually_exclusive_group(required=True)
-    given.add_argument("--run", help="first-stage TREC run file (qid Q0 docid rank score tag)")
+    given.add_argument("--run", dest="run_file", help="first-stage TREC run file (qid Q0 docid rank score tag)")
     given.add_argument("--candidates", help="candidates, JSONL or Parquet rows {qid, docid[, score]} or {qid, docids}")
     data.add_argument("--depth", "--k", dest="depth", type=int, default=100, help="candidates per query to rerank")
     data.add_argument("--out", "-o", required=True, help="scored TREC run to write")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     engine = chunk_engine(args)
     queries = read_queries(Path(args.queries))
     corpus = read_corpus(Path(args.corpus))
-    candidates = read_candidates(args.run or args.candidates)
+    candidates = read_candidates(args.run_file or args.candidates)
     unknown = sorted(set(candidates) - set(queries))
     if unknown:
         raise InputError(f"the candidates name query {unknown[0]!r}, which is not in {args.queries}")

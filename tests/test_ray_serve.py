@@ -1,6 +1,6 @@
 """``rerankd serve --ray``: the same app as two Ray Serve replicas (half a CPU each) on the session's local Ray.
 
-Clients get the plain server's answers, every dialect; the load spreads over both replicas (the
+Clients get the plain server's answers, every dialect; the replicas share one Redis result cache; the load spreads over both replicas (the
 ``x-rerankd-replica`` header says which answered); a replica killed mid-load is replaced by Serve and
 every request sent after the kill is answered. Bad configuration exits with status 2.
 """
@@ -60,15 +60,34 @@ def plain(bert_ce: Path) -> Iterator[PlainServer]:
 
 
 @pytest.fixture(scope="module")
-def on_ray(local_ray: str, bert_ce: Path) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
+    """A Redis both replicas share: fakeredis' TCP server on loopback (the replicas speak real Redis to it)."""
+    import threading
+
+    fakeredis = pytest.importorskip("fakeredis", reason="fakeredis is not installed (the test extra has it)")
+    port = free_port()
+    server = fakeredis.TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def on_ray(local_ray: str, bert_ce: Path, redis_url: str) -> Iterator[str]:
     from ray import serve
 
+    from rerankd.cache import CacheSettings
     from rerankd.ray import build_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app([f"{SERVED}={bert_ce}"], ServerSettings(api_key=API_KEY, log_requests=False),
-                    load_options={"device": "cpu", "dtype": "fp32"}, replicas=2, replica_cpus=0.5)
+    settings = ServerSettings(api_key=API_KEY, log_requests=False, cache=CacheSettings(mode="redis", redis_url=redis_url))
+    app = build_app([f"{SERVED}={bert_ce}"], settings, load_options={"device": "cpu", "dtype": "fp32"}, replicas=2,
+                    replica_cpus=0.5)
     serve.run(app, name="rerankd", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -88,9 +107,9 @@ def _status(url: str) -> int:
         return 0
 
 
-def post(url: str, path: str, body: dict[str, Any], request_id: str = "same-id") -> httpx.Response:
+def post(url: str, path: str, body: dict[str, Any], request_id: str = "same-id", **headers: str) -> httpx.Response:
     return httpx.post(url + path, json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {API_KEY}", "x-request-id": request_id})
+                      headers={"Authorization": f"Bearer {API_KEY}", "x-request-id": request_id, **headers})
 
 
 BODIES = [
@@ -109,7 +128,9 @@ BODIES = [
 def test_every_dialect_answers_as_the_plain_server(plain: PlainServer, on_ray: str, sentences: list[str], path: str,
                                                    body: dict[str, Any]) -> None:
     body = {k: (sentences if v is None else v) for k, v in body.items()}
-    want, got = post(plain.url, path, body), post(on_ray, path, body)
+    # Scored afresh (a cached answer reports 0 tokens used; the plain server has no cache).
+    fresh = {"Cache-Control": "no-cache"}
+    want, got = post(plain.url, path, body, **fresh), post(on_ray, path, body, **fresh)
     assert got.status_code == want.status_code
     assert HEADER in got.headers and HEADER not in want.headers
     want_json, got_json = want.json(), got.json()
@@ -147,6 +168,41 @@ def test_both_replicas_answer_under_concurrent_load(on_ray: str, sentences: list
     answers = _load(on_ray, sentences, requests=48, clients=16)
     assert [status for status, _, _ in answers] == [200] * 48
     assert len({replica for _, replica, _ in answers}) == 2
+
+
+def redis_hits(url: str) -> dict[str, float]:
+    """Replica → its Redis-tier cache hits, scraping /metrics until both replicas answered."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    hits: dict[str, float] = {}
+    for _ in range(200):
+        r = httpx.get(f"{url}/metrics", timeout=30)
+        hits[r.headers[HEADER]] = sum(s.value for f in text_string_to_metric_families(r.text) for s in f.samples
+                                      if s.name == "rerankd_cache_hits_total" and s.labels.get("tier") == "redis")
+        if len(hits) == 2:
+            return hits
+    raise AssertionError(f"/metrics was answered by one replica only: {hits}")
+
+
+def test_replicas_share_the_redis_cache(on_ray: str, sentences: list[str]) -> None:
+    # A pair a replica scored itself is in its own memory tier; a Redis-tier hit is a pair another replica wrote.
+    before = redis_hits(on_ray)
+    body = {"query": "Which river flows through Paris?", "documents": sentences}
+    answers: dict[str, Any] = {}
+    for i in range(200):
+        r = post(on_ray, "/v1/rerank", body, request_id="shared")
+        assert r.status_code == 200
+        answers.setdefault(r.headers[HEADER], r.json())
+        if len(answers) == 2:
+            break
+        time.sleep(0.1)  # the first answer's Redis write is asynchronous
+    assert len(answers) == 2, "one replica answered every request"
+    first, second = answers.values()
+    assert first["results"] == second["results"]
+    # the second replica scored nothing: every pair came from the Redis the first one wrote
+    assert first["usage"]["total_tokens"] > 0 and second["usage"]["total_tokens"] == 0
+    after = redis_hits(on_ray)
+    assert sum(after.values()) - sum(before.values()) >= len(sentences)
 
 
 def test_a_killed_replica_loses_no_later_request_and_is_restored(on_ray: str, sentences: list[str]) -> None:

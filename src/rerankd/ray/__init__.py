@@ -1,6 +1,8 @@
 """rerankd on Ray: Serve replicas for online reranking, Ray Data actors for scoring whole runs.
 
-Needs the ``rerankd[ray]`` extra; ``import rerankd`` never imports Ray, this package does.
+Needs the ``rerankd[ray]`` extra; ``import rerankd`` never imports Ray. The names below are loaded
+on first use, and Ray itself only when a cluster is joined or a deployment is built, so a missing
+extra fails there with the pip command.
 
 Example:
     >>> from ray import serve
@@ -10,12 +12,14 @@ Example:
 
 from __future__ import annotations
 
-from rerankd._optional import require
+import importlib
+from typing import Any
 
-require("ray")
+_WHERE = {"build_app": "serving", "REPLICA_HEADER": "serving", "RayDataEngine": "data", "connect": "cluster"}
+__all__ = sorted(_WHERE)
 
-from rerankd.ray.cluster import connect  # noqa: E402
-from rerankd.ray.data import RayDataEngine  # noqa: E402
-from rerankd.ray.serving import REPLICA_HEADER, build_app  # noqa: E402
 
-__all__ = ["REPLICA_HEADER", "RayDataEngine", "build_app", "connect"]
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rerankd.ray' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rerankd.ray.{_WHERE[name]}"), name)

@@ -99,3 +99,20 @@ def bi_encoder(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def sentences() -> list[str]:
     return list(SENTENCES)
+
+
+@pytest.fixture(scope="session")
+def local_ray():  # type: ignore[no-untyped-def]
+    """One local Ray for every Ray test: 2 CPUs, no dashboard, loopback only; shut down at session end.
+
+    Skips when the ``rerankd[ray]`` extra is not installed. Child processes join it with ``RAY_ADDRESS``
+    set to the returned address.
+    """
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'rerankd[ray]'")
+    from rerankd.ray.cluster import connect
+
+    connect(num_cpus=2)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

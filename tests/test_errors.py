@@ -155,6 +155,6 @@ def test_import_is_light() -> None:
     # What is exported is checked against vars(rerankd) in test_exported_members.py.
     import subprocess
 
-    code = "import sys, rerankd; heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'fastapi') if m in sys.modules]; print(heavy)"
+    code = "import sys, rerankd; heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'fastapi', 'ray', 'pyarrow') if m in sys.modules]; print(heavy)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"import rerankd pulled in {out}"

@@ -29,6 +29,8 @@ _EXTRA_OF = {
     "PIL": "vision",
     "av": "vision",
     "httpcore": "vision",
+    "ray": "ray",
+    "pyarrow": "ray",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from rerankd.errors import RerankdError
 
 #: Subcommand modules under ``rerankd.commands``; each defines ``register(subparsers)``.
-COMMANDS = ["rank", "info", "serve", "export", "train", "distill", "tune", "quantize", "eval"]
+COMMANDS = ["rank", "info", "serve", "export", "train", "distill", "tune", "quantize", "eval", "score-run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rerankd {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"rerankd.commands.{name}").register(sub)
+        importlib.import_module(f"rerankd.commands.{name.replace('-', '_')}").register(sub)
     for subparser in sub.choices.values():
         apply_env_defaults(subparser, os.environ)
     return parser

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rerankd.commands.options import add_model_options, load_reranker
+from rerankd.commands.options import add_engine_options, add_model_options, chunk_engine, load_reranker
 from rerankd.errors import InputError
 
 DEFAULT_METRICS = "ndcg@10,mrr@10,map@100,recall@100,p@10"
@@ -32,6 +32,7 @@ def register(sub: Any) -> None:
     run_parser = actions.add_parser("run", help="first stage + rerank with one model, report and charts")
     _add_data_options(run_parser)
     add_model_options(run_parser)
+    add_engine_options(run_parser)
     run_parser.add_argument("--label", default="", help="name of the reranker in reports (default: model backend/dtype)")
     run_parser.set_defaults(run=run_one)
 
@@ -143,6 +144,7 @@ def run_one(args: argparse.Namespace) -> int:
     from rerankd.evaluation.compare import Candidate, evaluate_candidates
 
     metrics = _metrics(args.metrics)
+    engine = chunk_engine(args)  # bad engine options fail before the data is read
     data, label, candidates = load_inputs(args)
     reranker = load_reranker(args)
     candidate = Candidate(model=args.model, backend=args.backend, dtype=args.dtype, label=args.label,
@@ -150,7 +152,7 @@ def run_one(args: argparse.Namespace) -> int:
     evaluation = evaluate_candidates(
         data, label, candidates, [candidate], out_dir=args.out, depth=args.top_k, metrics=metrics,
         chunk_pairs=args.chunk_pairs, instruction=args.instruction, progress=not args.no_progress, rerankers=[reranker],
-        chunking=_chunking(args),
+        chunking=_chunking(args), engine=engine,
     )
     return _finish(evaluation, args)
 

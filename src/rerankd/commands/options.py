@@ -37,20 +37,39 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None
                           "yet verified on a GPU)")
 
 
+def load_options(args: argparse.Namespace, model: str | None = None) -> dict[str, Any]:
+    """:meth:`Reranker.from_pretrained`'s arguments from the model options (also what a Ray worker loads with)."""
+    return {"model": model if model is not None else args.model, "revision": args.revision, "device": args.device,
+            "dtype": args.dtype, "backend": args.backend, "max_length": args.max_length,
+            "batch_tokens": args.batch_tokens, "max_memory": getattr(args, "max_memory", None),
+            "quantization": getattr(args, "quantization", None), "memory_tier": getattr(args, "memory_tier", None),
+            "gpu_memory_fraction": getattr(args, "gpu_memory_fraction", None),
+            "packed": _PACKED[getattr(args, "packed", "auto")]}
+
+
 def load_reranker(args: argparse.Namespace, model: str | None = None) -> Any:
     from rerankd.engine import Reranker
 
-    return Reranker.from_pretrained(
-        model if model is not None else args.model,
-        revision=args.revision,
-        device=args.device,
-        dtype=args.dtype,
-        backend=args.backend,
-        max_length=args.max_length,
-        batch_tokens=args.batch_tokens,
-        max_memory=getattr(args, "max_memory", None),
-        quantization=args.quantization,
-        memory_tier=args.memory_tier,
-        gpu_memory_fraction=args.gpu_memory_fraction,
-        packed=_PACKED[args.packed],
-    )
+    options = load_options(args, model)
+    return Reranker.from_pretrained(options.pop("model"), **options)
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Where the chunks are scored: here, or on Ray Data (``--engine ray``)."""
+    group = parser.add_argument_group("engine (rerankd[ray] for --engine ray)")
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this process; ray: Ray Data actors (a local Ray, or the cluster at RAY_ADDRESS)")
+    group.add_argument("--concurrency", type=int, default=1, help="Ray actors scoring at once (each loads the model)")
+    group.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per Ray actor (= its torch threads)")
+    group.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per Ray actor")
+    group.add_argument("--ray-address", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
+
+
+def chunk_engine(args: argparse.Namespace, model: str | None = None) -> Any:
+    """``None`` (score here) or the Ray Data engine the options describe."""
+    if args.engine == "local":
+        return None
+    from rerankd.ray.data import RayDataEngine
+
+    return RayDataEngine(load_options(args, model), concurrency=args.concurrency, actor_cpus=args.actor_cpus,
+                         actor_gpus=args.actor_gpus, address=args.ray_address, progress=not args.no_progress)

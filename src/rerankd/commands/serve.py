@@ -59,6 +59,16 @@ def register(sub: Any) -> None:
     parser.add_argument("--strict-model-names", action="store_true",
                         help="with one model served, answer a request naming another model with 404 (by default "
                              "any name is served by it, so clients' own default names work)")
+    ray = parser.add_argument_group("Ray Serve (rerankd[ray]): the same app as replicas on a Ray cluster")
+    ray.add_argument("--ray", action="store_true", help="serve as a Ray Serve deployment (a local Ray, or RAY_ADDRESS)")
+    ray.add_argument("--replicas", type=int, default=1, help="replicas to run (each loads every model)")
+    ray.add_argument("--autoscale", default=None, metavar="MIN,MAX",
+                     help="let Serve scale between MIN and MAX replicas instead of --replicas")
+    ray.add_argument("--target-ongoing-requests", type=float, default=8.0,
+                     help="with --autoscale: requests in flight per replica that Serve aims for")
+    ray.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs per replica (= its torch threads)")
+    ray.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs per replica")
+    ray.add_argument("--ray-address", default=None, help="Ray cluster to join (default $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
     parser.set_defaults(run=run)
@@ -123,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(message)s")
+    if args.ray:
+        return run_on_ray(args, settings)
     engines = load_engines(args)
     app = create_app(engines, settings)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish in-flight requests,
@@ -134,6 +146,44 @@ def run(args: argparse.Namespace) -> int:
                     timeout_graceful_shutdown=30)
     finally:
         _swap_sigterm(previous)
+    return 0
+
+
+def run_on_ray(args: argparse.Namespace, settings: Any) -> int:
+    """Serve the app as a Ray Serve deployment on --host/--port until SIGINT/SIGTERM, then tear it down."""
+    import signal
+    import threading
+
+    from rerankd.commands.options import load_options
+    from rerankd.ray.serving import build_app, parse_autoscale
+
+    autoscale = parse_autoscale(args.autoscale) if args.autoscale else None
+    options = load_options(args)
+    options.pop("model")
+    # Checked here, before Ray starts: a bad value fails in a second, with exit status 2.
+    app = build_app(args.model, settings, load_options=options, replicas=args.replicas, autoscale=autoscale,
+                    target_ongoing_requests=args.target_ongoing_requests, replica_cpus=args.replica_cpus,
+                    replica_gpus=args.replica_gpus)
+    from rerankd.ray.cluster import connect
+
+    ray = connect(args.ray_address)
+    from ray import serve
+
+    log = logging.getLogger("rerankd.server")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(app, name="rerankd", route_prefix="/")
+        log.info("serving on http://%s:%d with Ray Serve (%s)", settings.host, settings.port,
+                 f"autoscale {autoscale[0]}..{autoscale[1]}" if autoscale else f"{args.replicas} replicas")
+        stop.wait()
+        log.info("shutting down the Ray Serve deployment")
+        serve.shutdown()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        ray.shutdown()
     return 0
 
 

@@ -134,13 +134,15 @@ def evaluate_candidates(
     progress: bool = True,
     rerankers: Sequence[Any] | None = None,
     chunking: Any = None,
+    engine: Any = None,
 ) -> Evaluation:
     """Rerank ``first_run``'s top-``depth`` with every candidate and measure it all.
 
     Scores are cached in ``out_dir/scores/<label>.jsonl`` so an interrupted evaluation resumes.
     ``throughput_pairs > 0`` times every candidate on the same first pairs (interleaved, median of
     ``repeats``); otherwise pairs/s is that of the rerank itself (absent when it came from cache).
-    ``rerankers`` passes already loaded models, one per candidate.
+    ``rerankers`` passes already loaded models, one per candidate; ``engine`` scores their chunks
+    (see :func:`rerankd.evaluation.rerank_run.rerank`).
     """
     if not candidates:
         raise InputError("no candidate to evaluate; give at least one model")
@@ -158,7 +160,7 @@ def evaluate_candidates(
     for reranker, label, setting in zip(loaded, labels, settings):
         outcome = rerank(reranker, data.queries, data.corpus, first_cut, depth=depth, chunk_pairs=chunk_pairs,
                          cache_path=out / "scores" / f"{slug(label)}.jsonl", instruction=instruction,
-                         progress=progress, label=label, chunking=chunking)
+                         progress=progress, label=label, chunking=chunking, engine=engine)
         systems.append(SystemResult(label, setting, outcome.run, evaluate(data.qrels, outcome.run, metrics),
                                     outcome.pairs_per_s))
     note = "pairs/s of the rerank itself (cached pairs not timed)"

@@ -46,8 +46,12 @@ class BeirDataset:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per JSON line; a ``.parquet`` file gives (row number, row) with the same fields."""
     if not path.is_file():
         raise InputError(f"{path} does not exist")
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path)
+        return
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -59,6 +63,43 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object")
             yield number, row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    from rerankd._optional import require
+
+    parquet = require("pyarrow.parquet")
+    number = 0
+    for batch in parquet.ParquetFile(path).iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+def read_candidates(path: str | Path) -> Run:
+    """First-stage candidates: a TREC run, or JSONL/Parquet rows ``{"qid", "docid"[, "score"]}`` or
+    ``{"qid", "docids": [...]}`` (best first; without scores, the order given is the ranking).
+
+    Example:
+        >>> read_candidates("bm25.trec")                             # doctest: +SKIP
+        {'1': {'184': 13.2, '29': 12.9}}
+    """
+    path = Path(path)
+    if path.suffix not in (".jsonl", ".json", ".parquet"):
+        return read_trec_run(path)
+    run: Run = {}
+    for number, row in _json_lines(path):
+        qid = _field(path, number, row, "qid")
+        docs = run.setdefault(qid, {})
+        if "docids" in row:
+            ids = [str(d) for d in _field(path, number, row, "docids", list)]
+        else:
+            ids = [_field(path, number, row, "docid")]
+        for docid in ids:
+            score = row.get("score") if "docid" in row else None
+            # Without a score, each later candidate ranks below the earlier ones of its query.
+            docs[docid] = float(score) if isinstance(score, (int, float)) else -float(len(docs))
+    return run
 
 
 def _field(path: Path, number: int, row: dict[str, Any], name: str, kind: type = str, required: bool = True) -> Any:

@@ -95,11 +95,16 @@ def rerank(
     progress: bool = True,
     label: str = "rerank",
     chunking: Any = None,
+    engine: Any = None,
 ) -> RerankOutcome:
     """Rerank each query's top-``depth`` candidates; returns raw model scores (higher is better).
 
     Documents whose title and text are both empty cannot be scored; they are kept, ranked below
     every scored candidate of their query, so Recall@depth is the first stage's.
+
+    ``engine`` scores the chunks: ``None`` scores them here, one after another; a
+    :class:`ChunkEngine` such as :class:`rerankd.ray.data.RayDataEngine` may score them elsewhere
+    and yield them in any order (each is cached as it arrives, the run is sorted when written).
     """
     if chunk_pairs < 1:
         raise InputError(f"chunk_pairs must be at least 1, got {chunk_pairs}")
@@ -121,43 +126,80 @@ def rerank(
     done = {q for q in qids if cache is not None and cache.has(q, lists[q])}
     scored, seconds = 0, 0.0
     scores: Run = {q: {d: cache.scores[q][d] for d in lists[q]} for q in done} if cache else {}
-    memo: dict[str, np.ndarray] = {}
+    todo = [ChunkTask(index, {q: queries[q] for q in group if q not in done},
+                      {q: lists[q] for q in group if q not in done},
+                      {d: corpus[d].full_text for q in group if q not in done for d in lists[q]})
+            for index, group in enumerate(chunks(qids, {q: len(lists[q]) for q in qids}, chunk_pairs))]
+    todo = [task for task in todo if task.lists]
     from tqdm import tqdm
 
+    scorer = engine or LocalEngine()
     with tqdm(total=total, initial=sum(len(lists[q]) for q in done), unit="pair", desc=label, disable=not progress) as bar:
-        for group in chunks(qids, {q: len(lists[q]) for q in qids}, chunk_pairs):
-            todo = [q for q in group if q not in done]
-            if not todo:
-                continue
-            start = time.perf_counter()
-            chunk = _score_chunk(reranker, queries, corpus, {q: lists[q] for q in todo}, instruction, max_doc_tokens, memo,
-                                 chunking)
-            seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        for chunk in scorer.score(reranker, todo, ChunkOptions(instruction, max_doc_tokens, chunking)):
             if cache is not None:
                 cache.add(chunk)
             scores.update(chunk)
-            pairs = sum(len(lists[q]) for q in todo)
+            pairs = sum(len(docs) for docs in chunk.values())
             scored += pairs
             bar.update(pairs)
+        seconds = time.perf_counter() - start
     return RerankOutcome(run=scores, pairs=total, pairs_scored=scored, seconds=seconds)
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One chunk to score: its queries, their candidate lists, and the text of every document named."""
+
+    index: int
+    queries: dict[str, str]
+    lists: dict[str, list[str]]
+    texts: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    """The per-call settings every chunk is scored with (part of the score cache's header)."""
+
+    instruction: str | None = None
+    max_doc_tokens: int | None = None
+    chunking: Any = None
+
+
+class LocalEngine:
+    """Scores the chunks in this process, in order (the default engine of :func:`rerank`)."""
+
+    def score(self, reranker: Any, tasks: list[ChunkTask], options: ChunkOptions) -> Iterator[Run]:
+        memo: dict[str, np.ndarray] = {}
+        for task in tasks:
+            yield score_chunk(reranker, task, options, memo)
+
+
+def score_chunk(reranker: Any, task: ChunkTask, options: ChunkOptions, memo: dict[str, np.ndarray]) -> Run:
+    """One chunk's scores: one ``score_many`` call (its pairs share batches), or bi-encoder cosines.
+
+    Every engine scores a chunk through this function, so where it runs does not change its scores.
+    """
+    return _score_chunk(reranker, task.queries, task.texts, task.lists, options.instruction, options.max_doc_tokens,
+                        memo, options.chunking)
 
 
 def _score_chunk(
     reranker: Any,
     queries: Mapping[str, str],
-    corpus: Mapping[str, Doc],
+    full_texts: Mapping[str, str],
     lists: dict[str, list[str]],
     instruction: str | None,
     max_doc_tokens: int | None,
     memo: dict[str, np.ndarray],
     chunking: Any = None,
 ) -> Run:
-    texts = {q: [d for d in docs if corpus[d].full_text.strip()] for q, docs in lists.items()}
+    texts = {q: [d for d in docs if full_texts[d].strip()] for q, docs in lists.items()}
     qids = [q for q in lists if texts[q]]
     if reranker.family.kind == "bi-encoder" and chunking is None:
-        raw = _bi_encoder_scores(reranker, queries, corpus, {q: texts[q] for q in qids}, max_doc_tokens, memo)
+        raw = _bi_encoder_scores(reranker, queries, full_texts, {q: texts[q] for q in qids}, max_doc_tokens, memo)
     else:
-        results = reranker.score_many([queries[q] for q in qids], [[corpus[d].full_text for d in texts[q]] for q in qids],
+        results = reranker.score_many([queries[q] for q in qids], [[full_texts[d] for d in texts[q]] for q in qids],
                                       instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking or False)
         raw = {q: r.raw for q, r in zip(qids, results)}
     chunk: Run = {}
@@ -171,7 +213,7 @@ def _score_chunk(
 def _bi_encoder_scores(
     reranker: Any,
     queries: Mapping[str, str],
-    corpus: Mapping[str, Doc],
+    full_texts: Mapping[str, str],
     texts: dict[str, list[str]],
     max_doc_tokens: int | None,
     memo: dict[str, np.ndarray],
@@ -179,7 +221,7 @@ def _bi_encoder_scores(
     """Cosine scores, each distinct document embedded once per run (a top-100 repeats documents a lot)."""
     new = sorted({d for docs in texts.values() for d in docs if d not in memo})
     if new:
-        memo.update(zip(new, embed_texts(reranker, [corpus[d].full_text for d in new], max_doc_tokens)))
+        memo.update(zip(new, embed_texts(reranker, [full_texts[d] for d in new], max_doc_tokens)))
     qids = list(texts)
     query_vectors = embed_texts(reranker, [queries[q] for q in qids])
     return {q: np.stack([memo[d] for d in texts[q]]).astype(np.float64) @ query_vectors[i].astype(np.float64)

@@ -85,3 +85,9 @@ def bi_encoder(models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def sentences() -> list[str]:
     return list(SENTENCES)
+
+
+@pytest.fixture(scope="session")
+def qwen3_vl(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(QWEN3)
+    return _cached(models_dir, "qwen3-vl", tiny_models.qwen3_vl)

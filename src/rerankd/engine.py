@@ -120,14 +120,17 @@ class Reranker:
         raw: bool = False,
         max_doc_tokens: int | None = None,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> list[float]:
         """Scores of the documents, in input order (normalized unless ``raw``).
 
         ``chunking``: score documents longer than the model's input as windows (``True`` for the
         defaults, or :class:`rerankd.chunking.ChunkSettings`) instead of truncating them.
+        ``fps`` / ``max_frames``: how video files are sampled (vision-language models; 1 and 64 by default).
         """
         scores = self.score_many([query], [documents], instruction=instruction, max_doc_tokens=max_doc_tokens,
-                                 chunking=chunking)[0]
+                                 chunking=chunking, fps=fps, max_frames=max_frames)[0]
         return [float(x) for x in (scores.raw if raw else scores.normalized)]
 
     def score_many(
@@ -139,9 +142,11 @@ class Reranker:
         max_doc_tokens: int | None = None,
         progress: bool = False,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> list[RequestScores]:
         """Score several (query, documents) requests at once; their pairs share batches."""
-        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking)
+        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking, fps, max_frames)
         return self.pipeline.score_many(requests, progress=progress)
 
     def rank(
@@ -155,11 +160,14 @@ class Reranker:
         max_doc_tokens: int | None = None,
         progress: bool = False,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> RerankResult:
         """The documents ordered best first, cut to ``top_n``."""
         return self.rank_many(
             [query], [documents], top_n=top_n, return_documents=return_documents,
             instruction=instruction, max_doc_tokens=max_doc_tokens, progress=progress, chunking=chunking,
+            fps=fps, max_frames=max_frames,
         )[0]
 
     def rank_many(
@@ -173,11 +181,13 @@ class Reranker:
         max_doc_tokens: int | None = None,
         progress: bool = False,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> list[RerankResult]:
         """:meth:`rank` for many queries, their pairs batched together."""
         if top_n is not None and top_n < 0:
             raise InputError(f"top_n must be 0 or more, got {top_n}")
-        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking)
+        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking, fps, max_frames)
         all_scores = self.pipeline.score_many(requests, progress=progress)
         return [self.pipeline.rank(r, s, top_n=top_n, return_documents=return_documents)
                 for r, s in zip(requests, all_scores)]
@@ -195,8 +205,11 @@ class Reranker:
                 "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents}
 
     def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
-                  max_doc_tokens: int | None, chunking: ChunkSettings | bool | None) -> list[Any]:
+                  max_doc_tokens: int | None, chunking: ChunkSettings | bool | None,
+                  fps: float | None = None, max_frames: int | None = None) -> list[Any]:
         if isinstance(queries, str) or len(queries) != len(documents):
             raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
-        return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking)
+        media = self.pipeline.media.with_sampling(fps, max_frames) if fps is not None or max_frames is not None else None
+        return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking,
+                                      media=media)
                 for q, docs in zip(queries, documents)]

@@ -51,6 +51,7 @@ from rerankd.errors import (
 )
 from rerankd.families import Encoded, Family, PreparedRequest
 from rerankd.families.base import finite_or_raise
+from rerankd.media.settings import MediaSettings
 from rerankd.text_checks import check_text
 from rerankd.types import RerankResult, ScoredDocument
 
@@ -87,6 +88,8 @@ class Request:
     Attributes:
         truncate: cut documents that do not fit the model's input (``False``: refuse them).
         chunking: score long documents as windows (``None``: truncate them).
+        media: where this request's images and videos may come from and how videos are sampled
+            (``None``: the pipeline's :attr:`Pipeline.media`).
     """
 
     query: Document
@@ -95,11 +98,15 @@ class Request:
     max_doc_tokens: int | None = None
     truncate: bool = True
     chunking: ChunkSettings | None = None
+    media: MediaSettings | None = None
 
     def score_settings(self) -> dict[str, Any]:
         """The per-request settings that change a score (part of a result-cache key)."""
-        return {"instruction": self.instruction, "max_doc_tokens": self.max_doc_tokens,
-                "chunking": self.chunking.settings() if self.chunking else None}
+        settings = {"instruction": self.instruction, "max_doc_tokens": self.max_doc_tokens,
+                    "chunking": self.chunking.settings() if self.chunking else None}
+        if self.media is not None and self.media.settings() != MediaSettings().settings():
+            settings["media"] = self.media.settings()  # only when not the defaults: text keys stay as they were
+        return settings
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ class Pipeline:
         cache: Any = None,
         fingerprint: Mapping[str, str] | None = None,
         chunking: ChunkSettings | None = None,
+        media: MediaSettings | None = None,
     ) -> None:
         self.family = family
         self.backend = backend
@@ -186,6 +194,9 @@ class Pipeline:
         self.fingerprint = dict(fingerprint or {})
         #: How long documents are handled when a request does not say (``None``: truncated).
         self.chunking = chunking
+        #: Media policy and video sampling for requests that bring none of their own: permissive for
+        #: the Python API; a server passes its strict policy (``MediaSettings(policy=...)``).
+        self.media = media or MediaSettings.default()
         self._lock = threading.Lock()
         # Made here, not on first use: two first requests racing to make it would each get their own
         # registry and score the same pair twice.
@@ -193,15 +204,16 @@ class Pipeline:
 
     def with_limits(self, limits: RequestLimits, *, observers: Sequence[ScoreObserver] | None = None,
                     cache: Any = None, fingerprint: Mapping[str, str] | None = None,
-                    chunking: ChunkSettings | None = None) -> "Pipeline":
-        """The same model, family, backend and forward lock under the server's limits, observers, cache
-        and long-document policy."""
+                    chunking: ChunkSettings | None = None, media: MediaSettings | None = None) -> "Pipeline":
+        """The same model, family, backend and forward lock under the server's limits, observers, cache,
+        long-document policy and media settings."""
         view = copy.copy(self)
         view.limits = limits
         view.observers = list(self.observers if observers is None else observers)
         view.cache = cache if cache is not None else self.cache
         view.fingerprint = dict(fingerprint or self.fingerprint)
         view.chunking = chunking if chunking is not None else self.chunking
+        view.media = media if media is not None else self.media
         view._inflight = InFlight()
         return view
 
@@ -221,11 +233,13 @@ class Pipeline:
         max_doc_tokens: int | None = None,
         truncate: bool = True,
         chunking: ChunkSettings | bool | None = None,
+        media: MediaSettings | None = None,
     ) -> Request:
         """Check a request's shape, its modalities and its document count.
 
         ``chunking``: ``True`` for the default windows, settings of its own, ``False`` to truncate,
-        ``None`` for the pipeline's policy.
+        ``None`` for the pipeline's policy. ``media``: this request's media settings (``None``: the
+        pipeline's; build one with ``pipeline.media.with_sampling(fps, max_frames)``).
         """
         if isinstance(query, str) and not query.strip():
             raise EmptyQueryError("query is empty; send the text to rank the documents against")
@@ -252,7 +266,7 @@ class Pipeline:
             chunking = self.chunking or ChunkSettings()
         elif chunking is False:
             chunking = None
-        return Request(query_doc, tuple(docs), instruction, max_doc_tokens, truncate, chunking)
+        return Request(query_doc, tuple(docs), instruction, max_doc_tokens, truncate, chunking, media)
 
     def check_document_count(self, count: int) -> None:
         """Refuse a request of more documents than :attr:`limits` allows, before any tokenization."""
@@ -278,7 +292,8 @@ class Pipeline:
             )
         try:
             prepared = self.family.prepare(request.query, documents, instruction=request.instruction,
-                                           max_doc_tokens=request.max_doc_tokens) if documents else None
+                                           max_doc_tokens=request.max_doc_tokens,
+                                           media=request.media or self.media) if documents else None
             self._check_tokens(request, prepared, [scored[o] for o in owners])
         except BaseException:
             _release(lookup)
@@ -443,7 +458,7 @@ class Pipeline:
         from rerankd.cache import CachedScore
 
         sub = Request(request.query, tuple(request.documents[i] for i in indices), request.instruction,
-                      request.max_doc_tokens, request.truncate, request.chunking)
+                      request.max_doc_tokens, request.truncate, request.chunking, request.media)
         uncached = copy.copy(self)
         uncached.cache = None
         scores = uncached.score_many([sub])[0]

@@ -38,8 +38,9 @@ class Reranker:
         batch_limits: BatchLimits | None = None,
         limits: RequestLimits | None = None,
         cache: Any = None,
+        media: Any = None,
     ) -> None:
-        self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits)
+        self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits, media=media)
         self._fingerprint: dict[str, str] | None = None
         if cache is not None:
             self.pipeline.cache, self.pipeline.fingerprint = cache, self.fingerprint()
@@ -76,6 +77,8 @@ class Reranker:
         max_batch_rows: int | None = None,
         max_documents: int = DEFAULT_MAX_DOCUMENTS,
         cache: Any = None,
+        media: Any = None,
+        feature_cache_bytes: int | None = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
@@ -91,6 +94,10 @@ class Reranker:
             max_documents: documents per request.
             cache: a :class:`rerankd.cache.CacheSettings` (or a built ``ResultCache``) to answer repeated
                 (query, document) pairs from, keyed by this model's fingerprint; off by default.
+            media: a :class:`rerankd.media.settings.MediaSettings` (vision-language models): where images
+                and videos may come from and how videos are sampled; permissive by default.
+            feature_cache_bytes: size of the vision tower's per-image feature cache (vision-language
+                models; 512 MiB by default, 0 turns it off).
         """
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
@@ -99,7 +106,8 @@ class Reranker:
 
         model_dir, name = resolve_model(os.fspath(model) if model is not None else None, revision)
         family = load_family(model_dir, max_length)
-        engine_backend = create_backend(backend, family, device=device, dtype=dtype)
+        options: dict[str, Any] = {"feature_cache_bytes": feature_cache_bytes} if feature_cache_bytes is not None else {}
+        engine_backend = create_backend(backend, family, device=device, dtype=dtype, **options)
         device_name = str(getattr(engine_backend, "device", "cpu"))
         limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)
         if cache is not None and not hasattr(cache, "lookup"):
@@ -107,7 +115,7 @@ class Reranker:
 
             cache = build_cache(cache)
         return cls(family, engine_backend, name=name, batch_limits=limits, limits=RequestLimits(max_documents=max_documents),
-                   cache=cache)
+                   cache=cache, media=media)
 
     # -- the public calls ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
-                 onednn: bool = True) -> None:
+                 onednn: bool = True, feature_cache_bytes: int | None = None) -> None:
         self.torch = require("torch")
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
@@ -33,6 +33,16 @@ class TorchBackend:
         self.device = resolve_device(device)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
         self.module = build_module(family, torch_dtype(self.dtype), self.device)
+        # A model that reads media takes the sequences themselves (their extras hold the media), and
+        # keeps its vision tower's output per image (backends/feature_cache.py).
+        self.reads_media = bool(getattr(family.head, "vision", False))
+        self.feature_cache = None
+        if self.reads_media:
+            from rerankd.backends.feature_cache import DEFAULT_FEATURE_CACHE_BYTES, FeatureCache
+
+            size = DEFAULT_FEATURE_CACHE_BYTES if feature_cache_bytes is None else feature_cache_bytes
+            self.feature_cache = FeatureCache(size) if size > 0 else None
+            self.module.cache = self.feature_cache
         self.parameters = sum(p.numel() for p in self.module.parameters())
         # Packing pays on CPUs (see backends/packed.py); accelerators run padded batches well.
         self.packed = supports_packing(family) and self.device == "cpu" if packed is None else packed
@@ -49,7 +59,7 @@ class TorchBackend:
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            if self.packed:
+            if self.packed or self.reads_media:
                 return self.module(sequences).float().cpu().numpy()
             batch = pad_batch(sequences, self.family.padding)
             inputs: dict[str, Any] = {
@@ -64,4 +74,14 @@ class TorchBackend:
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters,
                 "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
-                "onednn_fused_activations": self.onednn.fused_activations}
+                "onednn_fused_activations": self.onednn.fused_activations,
+                **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0}
+                   if self.reads_media else {})}
+
+    def stats(self) -> dict[str, Any]:
+        """Runtime counters for ``/metrics``: the image-feature cache's (empty for text-only models)."""
+        if not self.reads_media:
+            return {}
+        cache = self.feature_cache.stats() if self.feature_cache is not None else {}
+        return {"feature_cache": cache, "vision_calls": getattr(self.module, "vision_calls", 0),
+                "vision_items": getattr(self.module, "vision_items", 0)}

@@ -186,6 +186,8 @@ class VisionLanguageFamily(Family):
         out: dict[int, Visual] = {}
         for document, where in documents:
             for part in document.parts:
+                if id(part) in out:  # the same part object in several documents: read once
+                    continue
                 if part.modality == "image":
                     processed = preprocess_image(load_image(part.value, policy=policy, where=where), self.vision,
                                                  where=where)
@@ -216,6 +218,17 @@ class VisionLanguageFamily(Family):
             documents = shortened
         resolved = self._resolve([(query, "the query")] + [(d, i) for i, d in enumerate(documents)], settings)
         texts = [self.render(query, d, instruction, resolved) for d in documents]
+        return self._encode(query, documents, texts, resolved, cut)
+
+    def prompts(self, query: Document, documents: Sequence[Document], instruction: str | None = None,
+                media: MediaSettings | None = None) -> list[str]:
+        """The rendered prompt of each (query, document) pair, before tokenization (to inspect or compare)."""
+        resolved = self._resolve([(query, "the query")] + [(d, i) for i, d in enumerate(documents)],
+                                 media or MediaSettings.default())
+        return [self.render(query, d, instruction, resolved) for d in documents]
+
+    def _encode(self, query: Document, documents: Sequence[Document], texts: list[str],
+                resolved: dict[int, Visual], cut: list[bool]) -> PreparedRequest:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         merge = self.vision.merge_size
         sequences = []

@@ -168,6 +168,12 @@ def test_packed_equals_padded_equals_one_at_a_time(packed, padded, images) -> No
     alone = np.array([float(packed_backend.forward([s])[0]) for s in sequences])
     np.testing.assert_allclose(alone, together, atol=TOL)
     assert len(set(np.round(together, 4))) > 3  # the documents are told apart
+    # An image query: the shared prefix holds visual tokens (and their deepstack features) too.
+    sequences = family.prepare(Document.of(Document.image(str(images[2])), Document.text("like this")),
+                               documents[:3] + [Document.text("a desk")]).sequences
+    together = packed_backend.forward(sequences)
+    np.testing.assert_allclose(padded_backend.forward(sequences), together, atol=TOL)
+    np.testing.assert_allclose([float(packed_backend.forward([s])[0]) for s in sequences], together, atol=TOL)
 
 
 def test_one_dimensional_positions_fail_parity(packed, reference, images) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,8 @@ One forward pass over a batch of sequences (each carrying its media and 3-row M-
 2. Token embeddings get the visual tokens in place of the image/video pads, in order.
 3. The text model runs with the M-RoPE positions and the deepstack features added after its first
    layers — packed on CPU (all sequences in one row, attention per sequence through
-   :func:`rerankd.backends.packed.packing`, each sequence keeping its own positions) or left-padded.
+   :func:`rerankd.backends.packed.packing`, each sequence keeping its own positions; the prefix every
+   sequence of a request shares — prompt, instruction, query — runs once) or left-padded.
 4. Only each sequence's last hidden state is read, times one row (w_yes − w_no).
 """
 
@@ -124,20 +125,59 @@ class VisionLanguageYesNo(nn.Module):
         return torch.from_numpy(positions)
 
     def _packed(self, sequences: Sequence[Encoded], features: dict[bytes, tuple[Any, ...]]) -> Any:
-        from rerankd.backends.packed import packing
+        from rerankd.backends.packed import MIN_SHARED_PREFIX, SharedPrefix, packing, shared_prefix_length
 
         device = self.head_row.device
         bounds = [0]
         for seq in sequences:
             bounds.append(bounds[-1] + len(seq))
         ids = torch.tensor([t for s in sequences for t in s.input_ids], device=device).unsqueeze(0)
-        positions = torch.cat([self._positions(s) for s in sequences], dim=1).unsqueeze(1).to(device)
+        per_seq = [self._positions(s) for s in sequences]
+        positions = torch.cat(per_seq, dim=1).unsqueeze(1).to(device)
         embeds, mask, deepstack = self._embed(ids, sequences, features)
-        with packing(bounds):
-            hidden = self.text_model(inputs_embeds=embeds, position_ids=positions, visual_pos_masks=mask,
-                                     deepstack_visual_embeds=deepstack, use_cache=False).last_hidden_state[0]
-        last = torch.tensor(bounds[1:], device=device) - 1
+        shared = shared_prefix_length(sequences) if len(sequences) > 1 else 0
+        # The prompt, instruction and query (its images too) open every sequence of a request: their
+        # keys and values are computed once and every document attends to them. Their positions are
+        # the same in every sequence (the query's grids are), checked here all the same.
+        if shared < MIN_SHARED_PREFIX or not all(torch.equal(p[:, :shared], per_seq[0][:, :shared]) for p in per_seq):
+            with packing(bounds):
+                hidden = self._text(embeds, positions, mask, deepstack)
+            last = torch.tensor(bounds[1:], device=device) - 1
+            return hidden[last].float() @ self.head_row
+        keep = torch.ones(ids.shape[1], dtype=torch.bool, device=device)
+        for start in bounds[:-1]:
+            keep[start:start + shared] = False
+        head = torch.zeros_like(keep)
+        head[:shared] = True
+        prefix = SharedPrefix()
+        with packing([0, shared], prefix):
+            self._text(*self._select(head, embeds, positions, mask, deepstack))
+        prefix.recording = False
+        rest = [0]
+        for seq in sequences:
+            rest.append(rest[-1] + len(seq) - shared)
+        with packing(rest, prefix):
+            hidden = self._text(*self._select(keep, embeds, positions, mask, deepstack))
+        last = torch.tensor(rest[1:], device=device) - 1
         return hidden[last].float() @ self.head_row
+
+    @staticmethod
+    def _select(keep: Any, embeds: Any, positions: Any, mask: Any, deepstack: list[Any] | None
+                ) -> tuple[Any, Any, Any, list[Any] | None]:
+        """The tokens of the packed row where ``keep`` is set, with their positions and visual inputs."""
+        if mask is None:
+            return embeds[:, keep], positions[:, :, keep], None, None
+        sub_mask = mask[:, keep]
+        if not bool(sub_mask.any()):
+            return embeds[:, keep], positions[:, :, keep], None, None
+        rows = (mask[0].cumsum(0) - 1)[keep & mask[0]]  # which deepstack rows these visual tokens own
+        return (embeds[:, keep], positions[:, :, keep], sub_mask,
+                [d[rows] for d in deepstack] if deepstack is not None else None)
+
+    def _text(self, embeds: Any, positions: Any, mask: Any, deepstack: list[Any] | None) -> Any:
+        """The text model on one packed row; its last hidden states (tokens, dim)."""
+        return self.text_model(inputs_embeds=embeds, position_ids=positions, visual_pos_masks=mask,
+                               deepstack_visual_embeds=deepstack, use_cache=False).last_hidden_state[0]
 
     def _padded(self, sequences: Sequence[Encoded], features: dict[bytes, tuple[Any, ...]]) -> Any:
         device = self.head_row.device

@@ -106,7 +106,10 @@ class Reranker:
 
         model_dir, name = resolve_model(os.fspath(model) if model is not None else None, revision)
         family = load_family(model_dir, max_length)
-        options: dict[str, Any] = {"feature_cache_bytes": feature_cache_bytes} if feature_cache_bytes is not None else {}
+        # Only a family that reads media has a vision tower to cache (text models ignore the size).
+        reads_media = bool(family.modalities - {"text"})
+        options: dict[str, Any] = ({"feature_cache_bytes": feature_cache_bytes}
+                                   if feature_cache_bytes is not None and reads_media else {})
         engine_backend = create_backend(backend, family, device=device, dtype=dtype, **options)
         device_name = str(getattr(engine_backend, "device", "cpu"))
         limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)

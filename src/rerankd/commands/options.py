@@ -16,7 +16,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None
     parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per forward pass")
 
 
-def load_reranker(args: argparse.Namespace, model: str | None = None) -> Any:
+def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: Any) -> Any:
+    """The reranker the model options name; ``extra`` goes to :meth:`Reranker.from_pretrained` as is."""
     from rerankd.engine import Reranker
 
     return Reranker.from_pretrained(
@@ -27,4 +28,5 @@ def load_reranker(args: argparse.Namespace, model: str | None = None) -> Any:
         backend=args.backend,
         max_length=args.max_length,
         batch_tokens=args.batch_tokens,
+        **extra,
     )

@@ -60,9 +60,14 @@ class RerankService:
         self.drift = monitors_for(settings.drift, {name: (fingerprints[name], engine.family.kind)
                                                    for name, engine in self.engines.items()})
         chunking = ChunkSettings() if settings.long_documents == "chunk" else None
+        from rerankd.media.settings import MediaSettings
+
+        # The server's strict media policy replaces the Python API's permissive one for every model.
+        media = MediaSettings(policy=settings.media)
         self.pipelines: dict[str, Pipeline] = {
             name: engine.pipeline.with_limits(limits, observers=[self.drift[name]] if name in self.drift else [],
-                                              cache=self.cache, fingerprint=fingerprints[name], chunking=chunking)
+                                              cache=self.cache, fingerprint=fingerprints[name], chunking=chunking,
+                                              media=media)
             for name, engine in self.engines.items()
         }
         self.schedulers = {
@@ -137,6 +142,8 @@ class RerankService:
         truncate: bool = True,
         chunking: Any = None,
         cache_policy: Any = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> tuple[Request, RequestScores]:
         """One request through its model's pipeline: validated, looked up in the result cache and tokenized
         in the pool (a Redis lookup may block up to its timeout), inferred in shared batches, finished."""
@@ -145,8 +152,9 @@ class RerankService:
         loop = asyncio.get_running_loop()
 
         def plan() -> Any:
+            media = pipeline.media.with_sampling(fps, max_frames) if fps is not None or max_frames is not None else None
             request = pipeline.request(query, documents, instruction=instruction, max_doc_tokens=max_doc_tokens,
-                                       truncate=truncate, chunking=chunking)
+                                       truncate=truncate, chunking=chunking, media=media)
             return pipeline.plan(request, cache_policy=cache_policy)
 
         planned = await loop.run_in_executor(self._pool, plan)
@@ -166,7 +174,8 @@ class RerankService:
         name = self.resolve(params.model)
         request, scores = await self.score(name, params.query, params.documents, instruction=params.instruction,
                                            max_doc_tokens=params.max_doc_tokens, truncate=params.truncate,
-                                           chunking=params.chunking, cache_policy=cache_policy)
+                                           chunking=params.chunking, cache_policy=cache_policy,
+                                           fps=params.fps, max_frames=params.max_frames)
         return name, self.pipelines[name].rank(request, scores, top_n=params.top_n)
 
     async def score_pairs(self, params: ScoreParams, cache_policy: Any = None) -> tuple[str, list[float], int]:
@@ -190,6 +199,22 @@ class RerankService:
 
     def describe(self) -> dict[str, Any]:
         return {name: engine.describe() for name, engine in self.engines.items()}
+
+    def media_limits(self) -> dict[str, Any]:
+        """The server's media policy, for ``/info`` (remote domains, the local root, every cap)."""
+        return media_limits(self.settings.media)
+
+
+def media_limits(policy: Any) -> dict[str, Any]:
+    """A media policy as JSON: what may be fetched and every cap (``/info``, ``rerankd info``)."""
+    return {
+        "remote_domains": sorted(policy.allow_domains), "local_root": str(policy.allowed_local_root or "") or None,
+        "trusted_networks": list(policy.trusted_networks), "max_images_per_request": policy.max_images_per_request,
+        "max_frames": policy.max_frames, "max_fps": policy.max_fps, "max_video_seconds": policy.max_video_seconds,
+        "max_image_bytes": policy.max_bytes, "max_video_bytes": policy.max_video_bytes,
+        "max_pixels": policy.max_pixels, "image_timeout_s": policy.image_timeout_s,
+        "video_timeout_s": policy.video_timeout_s, "max_redirects": policy.max_redirects,
+    }
 
 
 # -- the answer of each dialect ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from rerankd.cache.config import CacheSettings
 from rerankd.drift.settings import DriftSettings
 from rerankd.errors import InputError
+from rerankd.media.fetch import MediaPolicy
 
 LONG_DOCUMENTS = ("truncate", "chunk")
 
@@ -33,6 +34,10 @@ class ServerSettings:
         drift: the score-drift monitor (on by default).
         strict_model_names: with one model served, a request naming another model is a 404 (by default
             any name is answered by the one model, as TEI does; with several models it is always a 404).
+        media: where images and videos may come from and how big they may be (vision-language models).
+            The default is the strict policy: inline media only (data: URIs, base64), no remote URLs
+            (``--allow-media-domains``), no local paths (``--allowed-local-media-path``), private
+            addresses always refused, caps on images, frames, fps, seconds, bytes and pixels.
 
     Example:
         >>> ServerSettings(max_documents=100).max_documents
@@ -54,6 +59,7 @@ class ServerSettings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     strict_model_names: bool = False
+    media: MediaPolicy = field(default_factory=MediaPolicy)
 
     def __post_init__(self) -> None:
         if self.long_documents not in LONG_DOCUMENTS:

@@ -84,6 +84,18 @@ def _document_of(index: int, document: str | dict[str, Any], rank_fields: list[s
     )
 
 
+def _documents_list(value: Any) -> Any:
+    """vLLM's ``documents: {"content": [parts]}`` as a list, one document per part; other objects refused."""
+    if isinstance(value, dict):
+        documents = content_documents(value)
+        if documents is None:
+            raise InvalidDocumentError(
+                'documents must be a list, one document per element (or vLLM\'s {"content": [parts]}, one document '
+                "per part)")
+        return documents
+    return value
+
+
 def query_of(query: str | dict[str, Any]) -> Any:
     """A request's query as the pipeline takes it: text, or the native dict of a multimodal query."""
     if isinstance(query, str):
@@ -151,7 +163,7 @@ class RerankRequest(BaseModel):
     query: Union[str, dict[str, Any]] = Field(
         description='the text to rank documents against; vision-language models also take {"image": ...}, '
                     '{"content": [parts]} or {"text", "image", "video"}')
-    documents: Union[list[Union[str, dict[str, Any]]], dict[str, Any]] = Field(
+    documents: Annotated[list[Union[str, dict[str, Any]]], BeforeValidator(_documents_list)] = Field(
         description='strings, or objects: {"text"}, Jina {"image": url | data URI | base64}, vLLM {"content": [parts]}, '
                     'native {"text", "image", "video"}; one document per element (vLLM\'s single {"content": [...]} '
                     'object: one document per part)')
@@ -171,12 +183,6 @@ class RerankRequest(BaseModel):
 
     def to_params(self) -> RerankParams:
         documents = self.documents
-        if isinstance(documents, dict):
-            documents = content_documents(documents)
-            if documents is None:
-                raise InvalidDocumentError(
-                    'documents must be a list, one document per element (or vLLM\'s {"content": [parts]}, one document '
-                    "per part)")
         texts = [_document_of(i, d, self.rank_fields) for i, d in enumerate(documents)]
         returned = [d if isinstance(d, dict) else {"text": d} for d in documents]
         if self.return_documents:  # objects come back as sent: they must be writable as JSON

@@ -151,12 +151,12 @@ def _score_chunk(
     memo: dict[str, np.ndarray],
     chunking: Any = None,
 ) -> Run:
-    texts = {q: [d for d in docs if corpus[d].full_text.strip()] for q, docs in lists.items()}
+    texts = {q: [d for d in docs if corpus[d].has_content] for q, docs in lists.items()}
     qids = [q for q in lists if texts[q]]
     if reranker.family.kind == "bi-encoder" and chunking is None:
         raw = _bi_encoder_scores(reranker, queries, corpus, {q: texts[q] for q in qids}, max_doc_tokens, memo)
     else:
-        results = reranker.score_many([queries[q] for q in qids], [[corpus[d].full_text for d in texts[q]] for q in qids],
+        results = reranker.score_many([queries[q] for q in qids], [[corpus[d].document() for d in texts[q]] for q in qids],
                                       instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking or False)
         raw = {q: r.raw for q, r in zip(qids, results)}
     chunk: Run = {}

@@ -202,19 +202,10 @@ class RerankService:
 
     def media_limits(self) -> dict[str, Any]:
         """The server's media policy, for ``/info`` (remote domains, the local root, every cap)."""
+        from rerankd.server.settings import media_limits
+
         return media_limits(self.settings.media)
 
-
-def media_limits(policy: Any) -> dict[str, Any]:
-    """A media policy as JSON: what may be fetched and every cap (``/info``, ``rerankd info``)."""
-    return {
-        "remote_domains": sorted(policy.allow_domains), "local_root": str(policy.allowed_local_root or "") or None,
-        "trusted_networks": list(policy.trusted_networks), "max_images_per_request": policy.max_images_per_request,
-        "max_frames": policy.max_frames, "max_fps": policy.max_fps, "max_video_seconds": policy.max_video_seconds,
-        "max_image_bytes": policy.max_bytes, "max_video_bytes": policy.max_video_bytes,
-        "max_pixels": policy.max_pixels, "image_timeout_s": policy.image_timeout_s,
-        "video_timeout_s": policy.video_timeout_s, "max_redirects": policy.max_redirects,
-    }
 
 
 # -- the answer of each dialect ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rerankd.cache.config import CacheSettings
 from rerankd.drift.settings import DriftSettings
@@ -71,3 +72,15 @@ class ServerSettings:
             raise InputError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
         if not 0 <= self.port < 65536:
             raise InputError(f"port must be in 0..65535, got {self.port}")
+
+
+def media_limits(policy: Any) -> dict[str, Any]:
+    """A media policy as JSON: what may be fetched and every cap (``/info``, ``rerankd info``)."""
+    return {
+        "remote_domains": sorted(policy.allow_domains), "local_root": str(policy.allowed_local_root or "") or None,
+        "trusted_networks": list(policy.trusted_networks), "max_images_per_request": policy.max_images_per_request,
+        "max_frames": policy.max_frames, "max_fps": policy.max_fps, "max_video_seconds": policy.max_video_seconds,
+        "max_image_bytes": policy.max_bytes, "max_video_bytes": policy.max_video_bytes,
+        "max_pixels": policy.max_pixels, "image_timeout_s": policy.image_timeout_s,
+        "video_timeout_s": policy.video_timeout_s, "max_redirects": policy.max_redirects,
+    }

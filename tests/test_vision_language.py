@@ -269,3 +269,22 @@ def test_text_family_refuses_images(qwen3_lm: Path) -> None:
     reranker = Reranker.from_pretrained(qwen3_lm, dtype="fp32")
     with pytest.raises(InvalidDocumentError, match="document 0 holds image"):
         reranker.score("q", [Document((Part("image", b"..."),))])
+
+
+def test_media_errors_name_the_request_document_behind_a_result_cache(packed, images) -> None:  # type: ignore[no-untyped-def]
+    """With a result cache only the misses are prepared; a refusal still names the request's index."""
+    from rerankd import Reranker
+    from rerankd.cache import CacheSettings
+
+    family, backend = packed
+    reranker = Reranker(family, backend, cache=_memory_cache(CacheSettings))
+    reranker.pipeline.media = MediaSettings(policy=MediaPolicy())  # the server's strict default
+    reranker.score("cake", ["a cake"])
+    with pytest.raises(MediaError, match="^document 1: "):
+        reranker.score("cake", ["a cake", Document.image(str(images[0]))])
+
+
+def _memory_cache(settings_type):  # type: ignore[no-untyped-def]
+    from rerankd.cache import build_cache
+
+    return build_cache(settings_type(mode="memory", size=100))

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol, Sequence
@@ -292,10 +293,13 @@ class Pipeline:
                 f"the request is {len(documents)} (query, document) pairs, every chunk counted, but this server takes "
                 f"at most {max_pairs} per request (--max-pairs); send fewer documents or fewer chunks per document"
             )
+        media = request.media or self.media
+        indices = tuple(scored[o] for o in owners)
+        if indices != tuple(range(len(indices))):
+            media = dataclasses.replace(media, document_indices=indices)  # media errors name the request's index
         try:
             prepared = self.family.prepare(request.query, documents, instruction=request.instruction,
-                                           max_doc_tokens=request.max_doc_tokens,
-                                           media=request.media or self.media) if documents else None
+                                           max_doc_tokens=request.max_doc_tokens, media=media) if documents else None
             self._check_tokens(request, prepared, [scored[o] for o in owners])
         except BaseException:
             _release(lookup)

@@ -216,7 +216,8 @@ class VisionLanguageFamily(Family):
             shortened = [self._cut_text(d, max_doc_tokens) for d in documents]
             cut = [s is not d for s, d in zip(shortened, documents)]
             documents = shortened
-        resolved = self._resolve([(query, "the query")] + [(d, i) for i, d in enumerate(documents)], settings)
+        names = settings.document_indices or range(len(documents))
+        resolved = self._resolve([(query, "the query")] + list(zip(documents, names)), settings)
         texts = [self.render(query, d, instruction, resolved) for d in documents]
         return self._encode(query, documents, texts, resolved, cut)
 

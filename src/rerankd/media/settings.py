@@ -29,11 +29,14 @@ class MediaSettings:
         policy: fetch rules and caps (:class:`~rerankd.media.MediaPolicy`).
         fps: frames per second sampled from video files (the reference's 1).
         max_frames: frames a video is sampled to at most (the reference's 64).
+        document_indices: the request's index of each document being prepared, when they are not
+            0, 1, 2… (the pipeline prepares only cache misses, or windows): errors name the right one.
     """
 
     policy: MediaPolicy = field(default_factory=MediaPolicy.permissive)
     fps: float = DEFAULT_FPS
     max_frames: int = DEFAULT_MAX_FRAMES
+    document_indices: tuple[int, ...] | None = None
 
     @classmethod
     def default(cls) -> "MediaSettings":

@@ -135,3 +135,28 @@ def test_eval_run_on_coco_mini(qwen3_vl: Path, tmp_path: Path, capsys: pytest.Ca
     assert len(lines) == 8  # every image a candidate (--k 3 does not cut "all"), each scored
     assert len({float(line[4]) for line in lines}) == 8
     assert "ndcg@10" in capsys.readouterr().out
+
+
+def test_serve_media_flags_build_a_strict_policy(tmp_path: Path) -> None:
+    from rerankd.cli import build_parser
+    from rerankd.commands.serve import settings_from
+    from rerankd.errors import InputError
+
+    parse = build_parser().parse_args
+    defaults = settings_from(parse(["serve"])).media
+    assert not defaults.allow_domains and defaults.allowed_local_root is None and not defaults.allow_private_addresses
+    assert defaults.max_images_per_request == 64 and defaults.max_frames == 64 and defaults.max_fps == 2.0
+    args = parse(["serve", "--allow-media-domains", "img.example.com, cdn.example.org", "--allowed-local-media-path",
+                  str(tmp_path), "--trusted-media-networks", "10.1.2.0/24", "--max-images-per-request", "8",
+                  "--max-video-frames", "16", "--max-video-fps", "1", "--max-image-bytes", "1000000",
+                  "--image-timeout", "2", "--vision-cache-bytes", "0"])
+    policy = settings_from(args).media
+    assert policy.allow_domains == frozenset({"img.example.com", "cdn.example.org"})
+    assert policy.allowed_local_root == tmp_path and policy.trusted_networks == ("10.1.2.0/24",)
+    assert (policy.max_images_per_request, policy.max_frames, policy.max_fps, policy.max_bytes,
+            policy.image_timeout_s) == (8, 16, 1.0, 1_000_000, 2.0)
+    assert args.vision_cache_bytes == 0
+    with pytest.raises(InputError, match="is not a directory"):
+        settings_from(parse(["serve", "--allowed-local-media-path", str(tmp_path / "nope")]))
+    with pytest.raises(InputError, match="CIDR"):
+        settings_from(parse(["serve", "--trusted-media-networks", "not-a-network"]))

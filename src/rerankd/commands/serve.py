@@ -82,9 +82,9 @@ def add_media_arguments(parser: argparse.ArgumentParser, policy: Any) -> None:
                             "for); its domain must still be allowed")
     media.add_argument("--max-images-per-request", type=int, default=policy.max_images_per_request,
                        help="images in one request, query and documents together")
-    media.add_argument("--max-frames", type=int, default=policy.max_frames,
+    media.add_argument("--max-video-frames", type=int, default=policy.max_frames,
                        help="frames a video may be sampled to (and frames a frame-list video may have)")
-    media.add_argument("--max-fps", type=float, default=policy.max_fps, help="highest video sampling rate a request may ask")
+    media.add_argument("--max-video-fps", type=float, default=policy.max_fps, help="highest video sampling rate a request may ask")
     media.add_argument("--max-video-seconds", type=float, default=policy.max_video_seconds, help="longest video accepted")
     media.add_argument("--max-image-bytes", type=int, default=policy.max_bytes, help="bytes of one image, however sent")
     media.add_argument("--max-video-bytes", type=int, default=policy.max_video_bytes, help="bytes of one video file")
@@ -112,7 +112,7 @@ def media_policy_from(args: argparse.Namespace) -> Any:
         allow_domains=args.allow_media_domains or frozenset(), allowed_local_root=root, trusted_networks=networks,
         image_timeout_s=args.image_timeout, video_timeout_s=args.video_timeout, max_bytes=args.max_image_bytes,
         max_video_bytes=args.max_video_bytes, max_pixels=args.max_image_pixels,
-        max_images_per_request=args.max_images_per_request, max_frames=args.max_frames, max_fps=args.max_fps,
+        max_images_per_request=args.max_images_per_request, max_frames=args.max_video_frames, max_fps=args.max_video_fps,
         max_video_seconds=args.max_video_seconds,
     )
 

@@ -457,3 +457,10 @@ def test_metrics_cover_the_stages(server: LiveServer, client: httpx.Client) -> N
                  "rerankd_batch_size_bucket", "rerankd_batch_tokens_bucket", "rerankd_batch_requests_bucket",
                  "rerankd_errors_total", 'stage="tokenize"', 'stage="queue"', 'stage="inference"', "rerankd_ready 1.0"):
         assert name in text, name
+    # memory gauges read when scraped: a live process holds tens of MiB at least
+    from prometheus_client.parser import text_string_to_metric_families
+
+    memory = {s.name: s.value for f in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
+              for s in f.samples if "resident_memory" in s.name}
+    assert memory["rerankd_resident_memory_bytes"] > 2**25
+    assert memory["rerankd_peak_resident_memory_bytes"] >= memory["rerankd_resident_memory_bytes"]

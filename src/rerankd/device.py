@@ -59,6 +59,23 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
+def explain_dtype(device: str, dtype: str, requested: bool) -> str:
+    """Why a backend computes in ``dtype`` here, for ``rerankd info``."""
+    if requested:
+        return f"{dtype}: asked for"
+    if device.startswith("cuda"):
+        return f"{dtype}: the default on CUDA ({'bf16 supported' if dtype == 'bfloat16' else 'no bf16 on this GPU'})"
+    if device == "mps":
+        return "float16: the default on Apple MPS"
+    from rerankd.hardware import cpu_info
+
+    native = sorted({"amx_bf16", "avx512_bf16"} & cpu_info().flags)
+    if dtype == "bfloat16":
+        return f"bfloat16: this CPU multiplies bf16 natively ({', '.join(native)}); within the accuracy bound"
+    return ("float32: this CPU has no native bf16 (no AMX-BF16 or AVX512-BF16), where torch's bf16 matmul "
+            "is emulated and far slower than fp32")
+
+
 def torch_dtype(name: str) -> Any:
     import torch
 

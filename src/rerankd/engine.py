@@ -42,6 +42,8 @@ class Reranker:
     ) -> None:
         self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits, media=media)
         self._fingerprint: dict[str, str] | None = None
+        #: Why ``max_memory`` chose this backend and dtype (None without a budget).
+        self.memory_choice: str | None = None
         if cache is not None:
             self.pipeline.cache, self.pipeline.fingerprint = cache, self.fingerprint()
 
@@ -79,6 +81,7 @@ class Reranker:
         cache: Any = None,
         media: Any = None,
         feature_cache_bytes: int | None = None,
+        max_memory: int | str | None = None,
     ) -> "Reranker":
         """Load a reranker from a local directory, a hub id, or (``model=None``) the bundled default.
 
@@ -98,6 +101,8 @@ class Reranker:
                 and videos may come from and how videos are sampled; permissive by default.
             feature_cache_bytes: size of the vision tower's per-image feature cache (vision-language
                 models; 512 MiB by default, 0 turns it off).
+            max_memory: a memory budget (bytes, or ``"2.5GB"``): the default precision and backend are
+                chosen so that the estimated peak fits it (see :mod:`rerankd.memory`).
         """
         from rerankd.backends.registry import create_backend
         from rerankd.device import default_batch_tokens
@@ -106,6 +111,9 @@ class Reranker:
 
         model_dir, name = resolve_model(os.fspath(model) if model is not None else None, revision)
         family = load_family(model_dir, max_length)
+        memory_choice = None
+        if max_memory is not None:
+            backend, dtype, memory_choice = _fit_memory(model_dir, backend, dtype, device, max_memory)
         # Only a family that reads media has a vision tower to cache (text models ignore the size).
         reads_media = bool(family.modalities - {"text"})
         options: dict[str, Any] = ({"feature_cache_bytes": feature_cache_bytes}
@@ -117,8 +125,10 @@ class Reranker:
             from rerankd.cache import build_cache
 
             cache = build_cache(cache)
-        return cls(family, engine_backend, name=name, batch_limits=limits, limits=RequestLimits(max_documents=max_documents),
-                   cache=cache, media=media)
+        reranker = cls(family, engine_backend, name=name, batch_limits=limits,
+                       limits=RequestLimits(max_documents=max_documents), cache=cache, media=media)
+        reranker.memory_choice = memory_choice
+        return reranker
 
     # -- the public calls ---------------------------------------------------------------------------
 
@@ -212,8 +222,14 @@ class Reranker:
         return dict(self._fingerprint)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, **self.family.describe(), **self.backend.describe(),
-                "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents}
+        from rerankd.memory import peak_rss_bytes
+
+        out = {"model": self.name, **self.family.describe(), **self.backend.describe(),
+               "batch_tokens": self.batch_limits.max_tokens, "max_documents": self.pipeline.limits.max_documents,
+               "peak_rss_mib": round(peak_rss_bytes() / 2**20)}
+        if self.memory_choice:
+            out["memory_choice"] = self.memory_choice
+        return out
 
     def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
                   max_doc_tokens: int | None, chunking: ChunkSettings | bool | None,
@@ -224,3 +240,21 @@ class Reranker:
         return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking,
                                       media=media)
                 for q, docs in zip(queries, documents)]
+
+
+def _fit_memory(model_dir: Any, backend: str, dtype: str | None, device: str | None,
+                max_memory: int | str) -> tuple[str, str | None, str | None]:
+    """(backend, dtype, why) within a memory budget; the checkpoint's size is read from its headers."""
+    from pathlib import Path
+
+    from rerankd import memory
+    from rerankd.device import default_dtype, normalize_dtype, resolve_device
+
+    budget = memory.parse_size(max_memory)
+    weights = memory.read_weights(Path(model_dir))
+    if weights is None:
+        return backend, dtype, "--max-memory not applied: the checkpoint is not safetensors, its size is unknown"
+    resolved = resolve_device(device)
+    options = memory.candidates(backend, normalize_dtype(dtype), resolved, default_dtype(resolved))
+    chosen, why = memory.fit_to_budget(weights, options, budget)
+    return chosen.backend, None if chosen.dtype == "int8" else chosen.dtype, why

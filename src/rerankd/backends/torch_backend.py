@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from rerankd._optional import require
+from rerankd.backends.threads import ThreadGovernor, governed
 from rerankd.batching import pad_batch
-from rerankd.device import default_dtype, normalize_dtype, resolve_device, torch_dtype
+from rerankd.device import default_dtype, explain_dtype, normalize_dtype, resolve_device, torch_dtype
 from rerankd.families import Encoded, Family
 
 
@@ -23,15 +25,19 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
-                 onednn: bool = True, feature_cache_bytes: int | None = None) -> None:
+                 onednn: bool = True, adaptive_threads: bool = True,
+                 feature_cache_bytes: int | None = None) -> None:
         self.torch = require("torch")
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
+        from rerankd.backends.weights import return_freed_memory
 
         self.family = family
         self.device = resolve_device(device)
+        self.governor = cpu_thread_governor(self.torch, self.device, adaptive_threads)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
+        self.dtype_choice = explain_dtype(self.device, self.dtype, requested=normalize_dtype(dtype) is not None)
         self.module = build_module(family, torch_dtype(self.dtype), self.device)
         # A model that reads media takes the sequences themselves (their extras hold the media), and
         # keeps its vision tower's output per image (backends/feature_cache.py).
@@ -51,6 +57,7 @@ class TorchBackend:
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
         # onednn=False keeps plain nn.Linear layers, to compare.
         self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
+        return_freed_memory()  # the load's and the reorder's temporaries
 
     @property
     def pads(self) -> bool:
@@ -58,7 +65,7 @@ class TorchBackend:
 
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode():
+        with torch.inference_mode(), governed(torch, self.governor, sum(len(s) for s in sequences)):
             if self.packed or self.reads_media:
                 return self.module(sequences).float().cpu().numpy()
             batch = pad_batch(sequences, self.family.padding)
@@ -71,8 +78,14 @@ class TorchBackend:
             out = self.module(**inputs)
             return out.float().cpu().numpy()
 
+    def threads_described(self) -> dict[str, Any]:
+        if self.governor is None:
+            return {"threads": int(self.torch.get_num_threads()), "adaptive_threads": False}
+        return {**self.governor.describe(), "adaptive_threads": True}
+
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "parameters": self.parameters,
+        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
+                "parameters": self.parameters, **self.threads_described(),
                 "packed": self.packed, "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations,
                 **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0}
@@ -85,3 +98,26 @@ class TorchBackend:
         cache = self.feature_cache.stats() if self.feature_cache is not None else {}
         return {"feature_cache": cache, "vision_calls": getattr(self.module, "vision_calls", 0),
                 "vision_items": getattr(self.module, "vision_items", 0)}
+
+
+def follow_usable_cores(torch: Any) -> int:
+    """Cap torch's intra-op threads at the cores this process may use; returns the thread count.
+
+    torch starts one thread per CPU it sees, which in a container given a 2-CPU quota on a 64-core
+    host means 64 threads time-sliced onto 2 CPUs: every parallel region then waits for preempted
+    threads. An explicit ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` below the cap is kept.
+    """
+    from rerankd.hardware import cpu_info
+
+    usable = cpu_info().usable_cores
+    if os.environ.get("OMP_NUM_THREADS") is None and torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
+    return int(torch.get_num_threads())
+
+
+def cpu_thread_governor(torch: Any, device: str, adaptive: bool) -> ThreadGovernor | None:
+    """On CPU: threads capped at the usable cores, and (``adaptive``) chosen per batch by measurement."""
+    if device != "cpu":
+        return None
+    threads = follow_usable_cores(torch)
+    return ThreadGovernor(threads) if adaptive and threads > 1 else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rerankd._optional import require
-from rerankd.backends.torch_backend import TorchBackend
+from rerankd.backends.torch_backend import TorchBackend, cpu_thread_governor
 from rerankd.errors import InputError
 from rerankd.families import Family
 
@@ -26,7 +26,8 @@ class TorchInt8Backend(TorchBackend):
 
     name = "torch-int8"
 
-    def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None) -> None:
+    def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
+                 adaptive_threads: bool = True) -> None:
         self.torch = torch = require("torch")
         from rerankd.backends.onednn_linear import use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
@@ -38,6 +39,7 @@ class TorchInt8Backend(TorchBackend):
             raise InputError(f"the torch-int8 backend computes in int8; drop dtype={dtype!r} or use --backend torch")
         self.family = family
         self.device = "cpu"
+        self.governor = cpu_thread_governor(torch, self.device, adaptive_threads)
         module = build_module(family, torch.float32, "cpu")
         self.parameters = sum(p.numel() for p in module.parameters())
         self.module = quantize_linear_layers(module)
@@ -50,7 +52,7 @@ class TorchInt8Backend(TorchBackend):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": "int8", "parameters": self.parameters,
                 "packed": self.packed, "quantized_engine": self.torch.backends.quantized.engine,
-                "onednn_linear_layers": self.onednn.layers}
+                "onednn_linear_layers": self.onednn.layers, **self.threads_described()}
 
 
 def quantize_linear_layers(module: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from rerankd._optional import require
 from rerankd.errors import ModelError
+from rerankd.backends.weights import load_pretrained
 from rerankd.families import Family
 from rerankd.families.heads import PairLogit, PooledEmbedding, YesNoRow
 
@@ -95,20 +96,17 @@ class PooledEmbeddingModule(nn.Module):
 
 
 def _pair_logit(family: Family, head: PairLogit, path: str, common: dict[str, Any]) -> nn.Module:
-    transformers = require("transformers")
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(path, **common)
+    model = load_pretrained("sequence-classification", path, **common)
     return PairClassifierScore(model, head.num_labels)
 
 
 def _yes_no_row(family: Family, head: YesNoRow, path: str, common: dict[str, Any]) -> nn.Module:
-    transformers = require("transformers")
-    base = transformers.AutoModel.from_pretrained(path, **common)
+    base = load_pretrained("base", path, **common)
     return LastTokenYesNo(base, yes_minus_no_row(family, head, base))
 
 
 def _pooled(family: Family, head: PooledEmbedding, path: str, common: dict[str, Any]) -> nn.Module:
-    transformers = require("transformers")
-    model = transformers.AutoModel.from_pretrained(path, **common)
+    model = load_pretrained("base", path, **common)
     return PooledEmbeddingModule(model, head.pooling, head.normalize)
 
 

@@ -14,6 +14,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None
     parser.add_argument("--backend", default="torch", help="inference backend (torch, onnx)")
     parser.add_argument("--max-length", type=int, default=None, help="tokens per pair (documents are truncated to fit)")
     parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per forward pass")
+    parser.add_argument("--max-memory", default=None, metavar="SIZE",
+                        help="memory budget per model (e.g. 2.5GB): the default precision/backend is chosen to fit it")
 
 
 def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: Any) -> Any:
@@ -28,5 +30,6 @@ def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: A
         backend=args.backend,
         max_length=args.max_length,
         batch_tokens=args.batch_tokens,
+        max_memory=getattr(args, "max_memory", None),
         **extra,
     )

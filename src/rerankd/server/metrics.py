@@ -47,6 +47,13 @@ class ServerMetrics:
         self.dropped_sequences = prom.Counter("rerankd_dropped_sequences", "queued sequences dropped because their "
                                               "client disconnected or their request failed", ["model"], registry=r)
         self.ready = prom.Gauge("rerankd_ready", "1 once every model is loaded and warmed", registry=r)
+        # Read when scraped, so they are never stale.
+        from rerankd.memory import peak_rss_bytes, resident_bytes
+
+        prom.Gauge("rerankd_resident_memory_bytes", "resident memory of this process now", registry=r
+                   ).set_function(resident_bytes)
+        prom.Gauge("rerankd_peak_resident_memory_bytes", "peak resident memory of this process", registry=r
+                   ).set_function(peak_rss_bytes)
 
     # -- BatchObserver ---------------------------------------------------------------------------------
 

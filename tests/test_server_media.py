@@ -249,3 +249,14 @@ def test_strict_defaults_refuse_remote_and_local(engine: Reranker) -> None:
         assert local["type"] == "media_refused" and "--allowed-local-media-path" in local["message"]
         inline = _post(live, {"query": QUERY, "documents": [{"image": _data_uri(_png((0, 0, 250)))}]})
         assert inline.status_code == 200, inline.text
+
+
+def test_default_sampling_stays_within_the_servers_caps(server: LiveServer) -> None:
+    # the server caps frames at 4: its default sampling (64 frames) is clamped, not refused
+    frames = [_data_uri(_png((i * 60, 0, 0))) for i in range(3)]
+    r = _post(server, {"query": QUERY, "documents": [{"video": frames}, "text"]})
+    assert r.status_code == 200, r.text
+    r = _post(server, {"query": QUERY, "documents": [{"video": frames}], "fps": 1, "max_frames": 4})
+    assert r.status_code == 200, r.text
+    r = _post(server, {"query": QUERY, "documents": ["text"], "max_frames": 8})
+    assert r.status_code == 413 and "max_frames 8 was asked for but the limit is 4" in r.json()["error"]["message"]

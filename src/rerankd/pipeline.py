@@ -261,7 +261,9 @@ class Pipeline:
             check_text(instruction, "instruction")
         if max_doc_tokens is not None and max_doc_tokens < 1:
             raise InputError(f"max_doc_tokens must be at least 1, got {max_doc_tokens}")
-        if media is not None:  # a request's own sampling: refused up front when over the policy's caps
+        if media is not None and (media.fps, media.max_frames) != (self.media.fps, self.media.max_frames):
+            # A request's own sampling is refused up front when over the policy's caps (a video file
+            # would be refused when read; a frame list, or no video at all, would never be checked).
             media.policy.check_video_request(media.fps, media.max_frames, "the request")
         if chunking is None:
             chunking = self.chunking

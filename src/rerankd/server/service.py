@@ -62,8 +62,11 @@ class RerankService:
         chunking = ChunkSettings() if settings.long_documents == "chunk" else None
         from rerankd.media.settings import MediaSettings
 
-        # The server's strict media policy replaces the Python API's permissive one for every model.
-        media = MediaSettings(policy=settings.media)
+        # The server's strict media policy replaces the Python API's permissive one for every model;
+        # the default sampling (1 fps, 64 frames) is kept within its caps (--max-video-fps/-frames).
+        defaults = MediaSettings()
+        media = MediaSettings(policy=settings.media, fps=min(defaults.fps, settings.media.max_fps),
+                              max_frames=max(2, min(defaults.max_frames, settings.media.max_frames)))
         self.pipelines: dict[str, Pipeline] = {
             name: engine.pipeline.with_limits(limits, observers=[self.drift[name]] if name in self.drift else [],
                                               cache=self.cache, fingerprint=fingerprints[name], chunking=chunking,

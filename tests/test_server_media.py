@@ -260,3 +260,15 @@ def test_default_sampling_stays_within_the_servers_caps(server: LiveServer) -> N
     assert r.status_code == 200, r.text
     r = _post(server, {"query": QUERY, "documents": ["text"], "max_frames": 8})
     assert r.status_code == 413 and "max_frames 8 was asked for but the limit is 4" in r.json()["error"]["message"]
+
+
+def test_inline_media_is_result_cacheable_paths_and_urls_are_not() -> None:
+    from rerankd.documents import as_document
+    from rerankd.pipeline import _content_addressed
+
+    uri = _data_uri(_png((5, 5, 5)))
+    assert _content_addressed(as_document({"image": uri, "text": "x"}, "d"))
+    assert _content_addressed(as_document({"video": [uri, b"raw bytes"]}, "d"))
+    assert not _content_addressed(as_document({"image": "https://images.example.com/a.jpg"}, "d"))
+    assert not _content_addressed(as_document({"video": [uri, "frames/f1.jpg"]}, "d"))
+    assert not _content_addressed(as_document({"image": Path("a.jpg")}, "d"))

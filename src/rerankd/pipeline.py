@@ -543,9 +543,19 @@ def _release(lookup: CacheLookup | None) -> None:
 
 
 def _content_addressed(document: Document) -> bool:
-    """Whether a document's digest covers its content: text and in-memory media, not paths or URLs."""
-    return all(p.modality == "text" or not isinstance(p.value, str) and not hasattr(p.value, "__fspath__")
-               for p in document.parts)
+    """Whether a document's digest covers its content: text, in-memory media and ``data:`` URIs (what a
+    server's clients send inline), not paths or URLs (a file or a remote image may change)."""
+    return all(p.modality == "text" or _is_content(p.value) for p in document.parts)
+
+
+def _is_content(value: Any) -> bool:
+    if isinstance(value, str):
+        return value[:5].lower() == "data:"
+    if hasattr(value, "__fspath__"):
+        return False
+    if isinstance(value, (list, tuple)):  # a video as frames: content only when every frame is
+        return all(_is_content(v) for v in value)
+    return True
 
 
 def _returned(document: Document) -> Any:

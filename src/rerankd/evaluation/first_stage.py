@@ -197,7 +197,8 @@ def first_stage_run(
         return label, engine.search(queries, k)
     path = Path(spec.removeprefix("run:"))
     if not path.is_file():
-        raise InputError(f"first stage {spec!r} is neither 'bm25', 'dense', 'all' nor run:FILE naming an existing TREC run file")
+        raise InputError(f"first stage {spec!r} is neither 'bm25', 'dense' nor run:FILE naming an existing TREC run file "
+                         "(nor 'all': every document a candidate)")
     from rerankd.evaluation.datasets import read_trec_run
 
     run = read_trec_run(path)

@@ -272,3 +272,19 @@ def test_inline_media_is_result_cacheable_paths_and_urls_are_not() -> None:
     assert not _content_addressed(as_document({"image": "https://images.example.com/a.jpg"}, "d"))
     assert not _content_addressed(as_document({"video": [uri, "frames/f1.jpg"]}, "d"))
     assert not _content_addressed(as_document({"image": Path("a.jpg")}, "d"))
+
+
+def test_vllm_score_with_content_parts(server: LiveServer, engine: Reranker, coco: list[bytes]) -> None:
+    uri = _data_uri(coco[0], "image/jpeg")
+    body = {"text_1": QUERY, "text_2": {"content": [{"type": "image_url", "image_url": {"url": uri}},
+                                                    {"type": "text", "text": "a train"}]}, "raw_scores": True}
+    r = _post(server, body, path="/score")
+    assert r.status_code == 200, r.text
+    want = engine.score(QUERY, [Document.image(coco[0]), "a train"], raw=True)
+    np.testing.assert_allclose([d["score"] for d in r.json()["data"]], want, rtol=1e-5, atol=1e-5)
+    body = {"text_1": {"content": [{"type": "image_url", "image_url": {"url": uri}}]}, "text_2": ["a cake"],
+            "raw_scores": True}
+    r = _post(server, body, path="/score")
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["score"] == pytest.approx(engine.score(Document.image(coco[0]), ["a cake"], raw=True)[0],
+                                                         rel=1e-5, abs=1e-5)

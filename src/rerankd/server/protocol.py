@@ -54,7 +54,8 @@ class ScoreParams:
     """vLLM ``/score``: (query, document) pairs, scored in input order."""
 
     model: str | None
-    pairs: list[tuple[str, str]]
+    #: (query, document); either side text, or the native dict of a multimodal item (``/score`` content parts).
+    pairs: list[tuple[Any, Any]]
     raw_scores: bool = False
     instruction: str | None = None
     max_doc_tokens: int | None = None
@@ -248,10 +249,11 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    text_1: Union[str, list[str], None] = None
-    text_2: Union[str, list[str], None] = None
-    queries: Union[str, list[str], None] = None
-    documents: Union[str, list[str], None] = None
+    #: Strings, or vLLM's multimodal ``{"content": [parts]}`` (one item per part; vision-language models).
+    text_1: Union[str, list[str], dict[str, Any], None] = None
+    text_2: Union[str, list[str], dict[str, Any], None] = None
+    queries: Union[str, list[str], dict[str, Any], None] = None
+    documents: Union[str, list[str], dict[str, Any], None] = None
     raw_scores: bool = False
     instruction: str | None = None
     max_tokens_per_doc: Count | None = Field(None, ge=1)
@@ -261,8 +263,8 @@ class ScoreRequest(BaseModel):
         right = self.text_2 if self.text_2 is not None else self.documents
         if left is None or right is None:
             raise InputError("send text_1 and text_2 (or queries and documents)")
-        lefts = [left] if isinstance(left, str) else list(left)
-        rights = [right] if isinstance(right, str) else list(right)
+        lefts = _score_items("text_1" if self.text_1 is not None else "queries", left)
+        rights = _score_items("text_2" if self.text_2 is not None else "documents", right)
         if not lefts or not rights:
             raise InputError("text_1 and text_2 must not be empty lists")
         if len(lefts) == 1:
@@ -273,10 +275,24 @@ class ScoreRequest(BaseModel):
             )
         # Checked here, by position: the service groups pairs by query, so a later check could only
         # name a position inside a group.
-        _check_texts("text_1" if self.text_1 is not None else "queries", left, empty=EmptyQueryError)
-        _check_texts("text_2" if self.text_2 is not None else "documents", right, empty=InvalidDocumentError)
+        if not isinstance(left, dict):
+            _check_texts("text_1" if self.text_1 is not None else "queries", left, empty=EmptyQueryError)
+        if not isinstance(right, dict):
+            _check_texts("text_2" if self.text_2 is not None else "documents", right, empty=InvalidDocumentError)
         return ScoreParams(model=self.model, pairs=list(zip(lefts, rights)), raw_scores=self.raw_scores,
                            instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc)
+
+
+def _score_items(field: str, value: str | list[str] | dict[str, Any]) -> list[Any]:
+    """One side of a ``/score`` body as items: strings, or each part of vLLM's ``{"content": [parts]}``."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        items = content_documents(value)
+        if items is None:
+            raise InvalidDocumentError(f'{field} must be a string, a list of strings, or {{"content": [parts]}}')
+        return [native(item, f"{field}[{i}]") for i, item in enumerate(items)]
+    return list(value)
 
 
 def _check_texts(field: str, value: str | list[str], *, empty: type[InputError]) -> None:

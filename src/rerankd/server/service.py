@@ -5,6 +5,7 @@ from the cross-request scheduler), and shape each dialect's answer from the rank
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -187,11 +188,13 @@ class RerankService:
         self.pipelines[name].check_document_count(len(params.pairs))
         groups: dict[str, list[int]] = {}
         for i, (query, _) in enumerate(params.pairs):
-            groups.setdefault(query, []).append(i)
+            # a multimodal query (a dict) is grouped by its JSON: equal queries share one request
+            key = query if isinstance(query, str) else json.dumps(query, sort_keys=True)
+            groups.setdefault(key, []).append(i)
         results = await asyncio.gather(*(
-            self.score(name, query, [params.pairs[i][1] for i in rows], instruction=params.instruction,
+            self.score(name, params.pairs[rows[0]][0], [params.pairs[i][1] for i in rows], instruction=params.instruction,
                        max_doc_tokens=params.max_doc_tokens, cache_policy=cache_policy)
-            for query, rows in groups.items()
+            for rows in groups.values()
         ))
         values = [0.0] * len(params.pairs)
         for rows, (_, scores) in zip(groups.values(), results):

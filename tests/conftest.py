@@ -116,3 +116,9 @@ def local_ray():  # type: ignore[no-untyped-def]
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def qwen3_vl(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(QWEN3)
+    return _cached(models_dir, "qwen3-vl", tiny_models.qwen3_vl)

@@ -32,6 +32,7 @@ MAX_DOCUMENTS = 64
 MAX_BODY_BYTES = 256 * 1024
 MAX_REQUEST_TOKENS = 4096
 LONG_DOC = "the city of Paris " * 60  # about 240 tokens
+PNG_URI = "data:image/png;base64,iVBORw0KGgo="
 
 # What must never reach a client: tracebacks, exception class names, source paths.
 INTERNALS = re.compile(r"Traceback|\b[A-Z][A-Za-z]*(Error|Exception)\b|\.py\b|site-packages|File \"")
@@ -234,6 +235,35 @@ CASES = [
     bad("whitespace document", {"query": QUERY, "documents": ["ok", " \n\t"]}, 422, "invalid_document", "document 1 is empty"),
     bad("whitespace TEI text", {"query": QUERY, "texts": ["ok", "   "]}, 422, "validation", "texts[1] is empty", tei=True),
     bad("whitespace score text_1", {"text_1": "  ", "text_2": ["a"]}, 422, "empty_query", "text_1 is empty", path="/score"),
+    # -- media and content parts on a text model (the media policy itself: tests/test_server_media.py) --
+    bad("jina image document, text model", {"query": QUERY, "documents": ["a", {"image": PNG_URI}]}, 422, "invalid_document",
+        "document 1 holds image", "reads only text"),
+    bad("vllm image_url part, text model", {"query": QUERY, "documents": [{"content": [
+        {"type": "image_url", "image_url": {"url": PNG_URI}}]}]}, 422, "invalid_document", "document 0 holds image"),
+    bad("image query, text model", {"query": {"image": PNG_URI}, "documents": DOCS}, 422, "invalid_document",
+        "query holds image"),
+    bad("video frames, text model", {"query": QUERY, "documents": [{"video": [PNG_URI, PNG_URI]}]}, 422,
+        "invalid_document", "document 0 holds video"),
+    bad("vllm part of an unknown type", {"query": QUERY, "documents": ["a", {"content": [{"type": "audio_url", "audio_url": {}}]}]},
+        422, "invalid_document", "document 1 content[0]", "'audio_url'", "image_url"),
+    bad("vllm image_url without a url", {"query": QUERY, "documents": [{"content": [{"type": "image_url", "image_url": {}}]}]},
+        422, "invalid_document", "document 0 content[0]", "'image_url.url'"),
+    bad("vllm part without a type", {"query": QUERY, "documents": [{"content": [{"text": "a"}]}]}, 422, "invalid_document",
+        "document 0 content[0]", '"type"'),
+    bad("vllm content an empty list", {"query": QUERY, "documents": [{"content": []}]}, 422, "invalid_document",
+        "document 0", "non-empty list"),
+    bad("documents one object that is not content", {"query": QUERY, "documents": {"text": "a"}}, 422, "invalid_request",
+        "documents must be a list"),
+    bad("query object without text or media", {"query": {"title": "x"}, "documents": DOCS}, 422, "invalid_document",
+        "the query is an object"),
+    bad("fps zero", {**REQ, "fps": 0}, 422, "invalid_request", "fps"),
+    bad("fps over the server's cap", {**REQ, "fps": 100}, 413, "media_too_large", "fps 100", "limit is 2"),
+    bad("max_frames 1", {**REQ, "max_frames": 1}, 422, "invalid_request", "max_frames"),
+    good("vllm text parts score as text", {"query": {"content": [{"type": "text", "text": QUERY}]},
+                                           "documents": [{"content": [{"type": "text", "text": d}]} for d in DOCS]},
+         ranked(QUERY, DOCS)),
+    good("vllm one-object documents: one per part", {"query": QUERY, "documents": {"content": [
+        {"type": "text", "text": d} for d in DOCS]}}, ranked(QUERY, DOCS)),
     # -- routes, methods, headers ----------------------------------------------------------------------
     Case("unknown route", body(REQ), path="/v3/rerank", status=404, kind="not_found", words=("/v3/rerank",)),
     Case("route below a route", body(REQ), path="/rerank/extra", status=404, kind="not_found", words=("/rerank/extra",)),

@@ -180,3 +180,75 @@ def encoder_cross_encoder(out: Path, model_type: str) -> Path:
     cfg = AutoConfig.for_model(model_type, vocab_size=tok.vocab_size, num_labels=1, pad_token_id=tok.pad_token_id,
                                max_position_embeddings=512, initializer_range=INIT_RANGE, **sizes, **extra)
     return _save(AutoModelForSequenceClassification.from_config(cfg), tok, out)
+
+
+# -- Qwen3-VL ------------------------------------------------------------------------------------------
+
+#: The Qwen3-VL chat template's rendering of text, image and video content items (the Instruct
+#: models' template, no <think> block): items are concatenated with nothing between them.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' }}"
+    "{%- if message.content is string %}{{- message.content }}{%- else %}"
+    "{%- for content in message.content %}"
+    "{%- if content.type == 'image' or 'image' in content or 'image_url' in content %}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif content.type == 'video' or 'video' in content %}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif 'text' in content %}{{- content.text }}{%- endif %}"
+    "{%- endfor %}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+#: Qwen3-VL-2B-Instruct's shapes (its config.json; transformers' Qwen3VLConfig defaults are the 8B's).
+QWEN3_VL_2B_TEXT = dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+                        head_dim=128, intermediate_size=6144, max_position_embeddings=262144,
+                        rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
+                                         "mrope_section": [24, 20, 20], "mrope_interleaved": True})
+QWEN3_VL_2B_VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
+                          deepstack_visual_indexes=[5, 11, 17], num_position_embeddings=2304)
+QWEN3_VL_TINY_TEXT = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=16, intermediate_size=128, max_position_embeddings=32768,
+                          rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
+                                           "mrope_section": [4, 2, 2], "mrope_interleaved": True})
+QWEN3_VL_TINY_VISION = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                            deepstack_visual_indexes=[0, 1], num_position_embeddings=64)
+
+
+def qwen3_vl(out: Path, shape: str = "tiny", init_range: float = 0.1) -> Path:
+    """A random Qwen3VLForConditionalGeneration saved as the hub ships it (config, weights, tokenizer,
+    preprocessor_config.json, chat_template.json). ``shape``: ``tiny`` (tests) or ``2b`` (benchmarks)."""
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tok = qwen3_tokenizer()
+    text, vision = (QWEN3_VL_TINY_TEXT, QWEN3_VL_TINY_VISION) if shape == "tiny" else (QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION)
+    cfg = Qwen3VLConfig(
+        text_config=dict(vocab_size=151936, hidden_act="silu", rms_norm_eps=1e-6, initializer_range=init_range,
+                         tie_word_embeddings=True, **text),
+        vision_config=dict(patch_size=16, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                           hidden_act="gelu_pytorch_tanh", initializer_range=init_range, **vision),
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(cfg).eval()
+    if shape != "tiny":
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Qwen2VLImageProcessorFast", "processor_class": "Qwen3VLProcessor",
+        "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+        "size": {"longest_edge": 16777216, "shortest_edge": 65536},
+    }, indent=2))
+    # The processor's template (the tokenizer saved above wrote the text Qwen3's in chat_template.jinja).
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN3_VL_CHAT_TEMPLATE}))
+    (out / "chat_template.jinja").write_text(QWEN3_VL_CHAT_TEMPLATE)
+    return out

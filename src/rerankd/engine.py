@@ -39,8 +39,9 @@ class Reranker:
         batch_limits: BatchLimits | None = None,
         limits: RequestLimits | None = None,
         cache: Any = None,
+        media: Any = None,
     ) -> None:
-        self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits)
+        self.pipeline = Pipeline(family, backend, name=name, batch_limits=batch_limits, limits=limits, media=media)
         self._fingerprint: dict[str, str] | None = None
         #: What loading on a GPU chose (memory tier, plan, warm-up); ``None`` when built directly.
         self.gpu: Any = None
@@ -85,6 +86,8 @@ class Reranker:
         memory_tier: str | None = None,
         gpu_memory_fraction: float | None = None,
         packed: bool | None = None,
+        media: Any = None,
+        feature_cache_bytes: int | None = None,
         max_memory: int | str | None = None,
         adapter: str | os.PathLike[str] | None = None,
     ) -> "Reranker":
@@ -109,6 +112,10 @@ class Reranker:
             gpu_memory_fraction: the share of the GPU's memory this model may plan for (0.9).
             packed: unpadded batches; ``None`` packs on CPU only, ``True`` also on CUDA (not yet
                 verified on a GPU: opt-in).
+            media: a :class:`rerankd.media.settings.MediaSettings` (vision-language models): where images
+                and videos may come from and how videos are sampled; permissive by default.
+            feature_cache_bytes: size of the vision tower's per-image feature cache (vision-language
+                models; 512 MiB by default, 0 turns it off).
             max_memory: a memory budget (bytes, or ``"2.5GB"``): the default precision and backend are
                 chosen so that the estimated peak fits it (see :mod:`rerankd.memory`).
             adapter: a LoRA adapter folder (``rerankd train --lora``) merged into ``model`` at load
@@ -138,6 +145,9 @@ class Reranker:
             options["quantization"] = gpu.quantization
         if packed is not None:
             options["packed"] = packed
+        # Only a family that reads media has a vision tower to cache (text models ignore the size).
+        if feature_cache_bytes is not None and family.modalities - {"text"}:
+            options["feature_cache_bytes"] = feature_cache_bytes
         engine_backend = create_backend(backend, family, **options)
         device_name = str(getattr(engine_backend, "device", "cpu"))
         limits = BatchLimits(batch_tokens or default_batch_tokens(device_name), max_batch_rows or BatchLimits().max_rows)
@@ -146,7 +156,7 @@ class Reranker:
 
             cache = build_cache(cache)
         reranker = cls(family, engine_backend, name=name, batch_limits=limits,
-                       limits=RequestLimits(max_documents=max_documents), cache=cache)
+                       limits=RequestLimits(max_documents=max_documents), cache=cache, media=media)
         after_load(gpu, reranker.pipeline, batch_tokens)
         reranker.gpu = gpu
         reranker.memory_choice = memory_choice
@@ -163,14 +173,17 @@ class Reranker:
         raw: bool = False,
         max_doc_tokens: int | None = None,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> list[float]:
         """Scores of the documents, in input order (normalized unless ``raw``).
 
         ``chunking``: score documents longer than the model's input as windows (``True`` for the
         defaults, or :class:`rerankd.chunking.ChunkSettings`) instead of truncating them.
+        ``fps`` / ``max_frames``: how video files are sampled (vision-language models; 1 and 64 by default).
         """
         scores = self.score_many([query], [documents], instruction=instruction, max_doc_tokens=max_doc_tokens,
-                                 chunking=chunking)[0]
+                                 chunking=chunking, fps=fps, max_frames=max_frames)[0]
         return [float(x) for x in (scores.raw if raw else scores.normalized)]
 
     def score_many(
@@ -182,9 +195,11 @@ class Reranker:
         max_doc_tokens: int | None = None,
         progress: bool = False,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> list[RequestScores]:
         """Score several (query, documents) requests at once; their pairs share batches."""
-        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking)
+        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking, fps, max_frames)
         return self.pipeline.score_many(requests, progress=progress)
 
     def rank(
@@ -198,11 +213,14 @@ class Reranker:
         max_doc_tokens: int | None = None,
         progress: bool = False,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> RerankResult:
         """The documents ordered best first, cut to ``top_n``."""
         return self.rank_many(
             [query], [documents], top_n=top_n, return_documents=return_documents,
             instruction=instruction, max_doc_tokens=max_doc_tokens, progress=progress, chunking=chunking,
+            fps=fps, max_frames=max_frames,
         )[0]
 
     def rank_many(
@@ -216,11 +234,13 @@ class Reranker:
         max_doc_tokens: int | None = None,
         progress: bool = False,
         chunking: ChunkSettings | bool | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> list[RerankResult]:
         """:meth:`rank` for many queries, their pairs batched together."""
         if top_n is not None and top_n < 0:
             raise InputError(f"top_n must be 0 or more, got {top_n}")
-        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking)
+        requests = self._requests(queries, documents, instruction, max_doc_tokens, chunking, fps, max_frames)
         all_scores = self.pipeline.score_many(requests, progress=progress)
         return [self.pipeline.rank(r, s, top_n=top_n, return_documents=return_documents)
                 for r, s in zip(requests, all_scores)]
@@ -256,10 +276,13 @@ class Reranker:
         return out
 
     def _requests(self, queries: Sequence[Any], documents: Sequence[Any], instruction: str | None,
-                  max_doc_tokens: int | None, chunking: ChunkSettings | bool | None) -> list[Any]:
+                  max_doc_tokens: int | None, chunking: ChunkSettings | bool | None,
+                  fps: float | None = None, max_frames: int | None = None) -> list[Any]:
         if isinstance(queries, str) or len(queries) != len(documents):
             raise InputError(f"{len(queries)} queries but {len(documents)} document lists; send one list per query")
-        return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking)
+        media = self.pipeline.media.with_sampling(fps, max_frames) if fps is not None or max_frames is not None else None
+        return [self.pipeline.request(q, docs, instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking,
+                                      media=media)
                 for q, docs in zip(queries, documents)]
 
 

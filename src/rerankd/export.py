@@ -163,6 +163,12 @@ def trace_to_onnx(family: Family, path: Path, opset: int = DEFAULT_OPSET) -> Non
     torch = require("torch")
     from rerankd.backends.torch_modules import build_module
 
+    if getattr(family.head, "vision", False):
+        from rerankd.errors import UnsupportedModelError
+
+        # The graph would need the vision tower, the pad scatter and 3-row positions as inputs.
+        raise UnsupportedModelError("ONNX export of vision-language models (Qwen3-VL) is not supported; "
+                                    "serve them with --backend torch")
     module = build_module(family, torch.float32, "cpu")
     for sub in module.modules():
         if hasattr(sub, "set_attn_implementation") and hasattr(sub, "config"):

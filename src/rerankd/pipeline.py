@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol, Sequence
@@ -52,6 +53,7 @@ from rerankd.errors import (
 from rerankd.families import Encoded, Family, PreparedRequest
 from rerankd.gpu_memory import SequenceTooLargeError, TokenBudget, forward_within_memory
 from rerankd.families.base import finite_or_raise
+from rerankd.media.settings import MediaSettings
 from rerankd.text_checks import check_text
 from rerankd.types import RerankResult, ScoredDocument
 
@@ -88,6 +90,8 @@ class Request:
     Attributes:
         truncate: cut documents that do not fit the model's input (``False``: refuse them).
         chunking: score long documents as windows (``None``: truncate them).
+        media: where this request's images and videos may come from and how videos are sampled
+            (``None``: the pipeline's :attr:`Pipeline.media`).
     """
 
     query: Document
@@ -96,11 +100,15 @@ class Request:
     max_doc_tokens: int | None = None
     truncate: bool = True
     chunking: ChunkSettings | None = None
+    media: MediaSettings | None = None
 
     def score_settings(self) -> dict[str, Any]:
         """The per-request settings that change a score (part of a result-cache key)."""
-        return {"instruction": self.instruction, "max_doc_tokens": self.max_doc_tokens,
-                "chunking": self.chunking.settings() if self.chunking else None}
+        settings = {"instruction": self.instruction, "max_doc_tokens": self.max_doc_tokens,
+                    "chunking": self.chunking.settings() if self.chunking else None}
+        if self.media is not None and self.media.settings() != MediaSettings().settings():
+            settings["media"] = self.media.settings()  # only when not the defaults: text keys stay as they were
+        return settings
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,7 @@ class Pipeline:
         cache: Any = None,
         fingerprint: Mapping[str, str] | None = None,
         chunking: ChunkSettings | None = None,
+        media: MediaSettings | None = None,
     ) -> None:
         self.family = family
         self.backend = backend
@@ -188,6 +197,9 @@ class Pipeline:
         self.fingerprint = dict(fingerprint or {})
         #: How long documents are handled when a request does not say (``None``: truncated).
         self.chunking = chunking
+        #: Media policy and video sampling for requests that bring none of their own: permissive for
+        #: the Python API; a server passes its strict policy (``MediaSettings(policy=...)``).
+        self.media = media or MediaSettings.default()
         self._lock = threading.Lock()
         # Made here, not on first use: two first requests racing to make it would each get their own
         # registry and score the same pair twice.
@@ -195,15 +207,16 @@ class Pipeline:
 
     def with_limits(self, limits: RequestLimits, *, observers: Sequence[ScoreObserver] | None = None,
                     cache: Any = None, fingerprint: Mapping[str, str] | None = None,
-                    chunking: ChunkSettings | None = None) -> "Pipeline":
-        """The same model, family, backend and forward lock under the server's limits, observers, cache
-        and long-document policy."""
+                    chunking: ChunkSettings | None = None, media: MediaSettings | None = None) -> "Pipeline":
+        """The same model, family, backend and forward lock under the server's limits, observers, cache,
+        long-document policy and media settings."""
         view = copy.copy(self)
         view.limits = limits
         view.observers = list(self.observers if observers is None else observers)
         view.cache = cache if cache is not None else self.cache
         view.fingerprint = dict(fingerprint or self.fingerprint)
         view.chunking = chunking if chunking is not None else self.chunking
+        view.media = media if media is not None else self.media
         view._inflight = InFlight()
         return view
 
@@ -232,11 +245,13 @@ class Pipeline:
         max_doc_tokens: int | None = None,
         truncate: bool = True,
         chunking: ChunkSettings | bool | None = None,
+        media: MediaSettings | None = None,
     ) -> Request:
         """Check a request's shape, its modalities and its document count.
 
         ``chunking``: ``True`` for the default windows, settings of its own, ``False`` to truncate,
-        ``None`` for the pipeline's policy.
+        ``None`` for the pipeline's policy. ``media``: this request's media settings (``None``: the
+        pipeline's; build one with ``pipeline.media.with_sampling(fps, max_frames)``).
         """
         if isinstance(query, str) and not query.strip():
             raise EmptyQueryError("query is empty; send the text to rank the documents against")
@@ -257,13 +272,17 @@ class Pipeline:
             check_text(instruction, "instruction")
         if max_doc_tokens is not None and max_doc_tokens < 1:
             raise InputError(f"max_doc_tokens must be at least 1, got {max_doc_tokens}")
+        if media is not None and (media.fps, media.max_frames) != (self.media.fps, self.media.max_frames):
+            # A request's own sampling is refused up front when over the policy's caps (a video file
+            # would be refused when read; a frame list, or no video at all, would never be checked).
+            media.policy.check_video_request(media.fps, media.max_frames, "the request")
         if chunking is None:
             chunking = self.chunking
         elif chunking is True:
             chunking = self.chunking or ChunkSettings()
         elif chunking is False:
             chunking = None
-        return Request(query_doc, tuple(docs), instruction, max_doc_tokens, truncate, chunking)
+        return Request(query_doc, tuple(docs), instruction, max_doc_tokens, truncate, chunking, media)
 
     def check_document_count(self, count: int) -> None:
         """Refuse a request of more documents than :attr:`limits` allows, before any tokenization."""
@@ -287,9 +306,13 @@ class Pipeline:
                 f"the request is {len(documents)} (query, document) pairs, every chunk counted, but this server takes "
                 f"at most {max_pairs} per request (--max-pairs); send fewer documents or fewer chunks per document"
             )
+        media = request.media or self.media
+        indices = tuple(scored[o] for o in owners)
+        if indices != tuple(range(len(indices))):
+            media = dataclasses.replace(media, document_indices=indices)  # media errors name the request's index
         try:
             prepared = self.family.prepare(request.query, documents, instruction=request.instruction,
-                                           max_doc_tokens=request.max_doc_tokens) if documents else None
+                                           max_doc_tokens=request.max_doc_tokens, media=media) if documents else None
             self._check_tokens(request, prepared, [scored[o] for o in owners])
         except BaseException:
             _release(lookup)
@@ -473,7 +496,7 @@ class Pipeline:
         from rerankd.cache import CachedScore
 
         sub = Request(request.query, tuple(request.documents[i] for i in indices), request.instruction,
-                      request.max_doc_tokens, request.truncate, request.chunking)
+                      request.max_doc_tokens, request.truncate, request.chunking, request.media)
         uncached = copy.copy(self)
         uncached.cache = None
         scores = uncached.score_many([sub])[0]
@@ -550,9 +573,19 @@ def _release(lookup: CacheLookup | None) -> None:
 
 
 def _content_addressed(document: Document) -> bool:
-    """Whether a document's digest covers its content: text and in-memory media, not paths or URLs."""
-    return all(p.modality == "text" or not isinstance(p.value, str) and not hasattr(p.value, "__fspath__")
-               for p in document.parts)
+    """Whether a document's digest covers its content: text, in-memory media and ``data:`` URIs (what a
+    server's clients send inline), not paths or URLs (a file or a remote image may change)."""
+    return all(p.modality == "text" or _is_content(p.value) for p in document.parts)
+
+
+def _is_content(value: Any) -> bool:
+    if isinstance(value, str):
+        return value[:5].lower() == "data:"
+    if hasattr(value, "__fspath__"):
+        return False
+    if isinstance(value, (list, tuple)):  # a video as frames: content only when every frame is
+        return all(_is_content(v) for v in value)
+    return True
 
 
 def _returned(document: Document) -> Any:

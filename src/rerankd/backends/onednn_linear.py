@@ -99,9 +99,10 @@ def use_onednn_linear(model: Any) -> OneDnnReport:
     Layers oneDNN cannot take here stay as they are, so any model may be passed (an empty report
     says nothing moved).
 
-    Two places have an activation right after a linear layer: the FFN of BERT-style encoders
-    (``dense`` then ``intermediate_act_fn``) and the gated MLP of Llama-style decoders
-    (``act_fn(gate_proj(x)) * up_proj(x)``). There the activation moves into the layer and the
+    Three places have an activation right after a linear layer: the FFN of BERT-style encoders
+    (``dense`` then ``intermediate_act_fn``), the gated MLP of Llama-style decoders
+    (``act_fn(gate_proj(x)) * up_proj(x)``) and Qwen3-VL's vision MLP and patch merger
+    (``linear_fc2(act_fn(linear_fc1(x)))``). There the activation moves into the layer and the
     module's own activation becomes the identity.
     """
     report = OneDnnReport()
@@ -109,7 +110,8 @@ def use_onednn_linear(model: Any) -> OneDnnReport:
         for module in list(model.modules()):
             if not type(module).__name__.endswith(("Intermediate", "MLP")):
                 continue
-            for linear_name, act_name in (("dense", "intermediate_act_fn"), ("gate_proj", "act_fn")):
+            for linear_name, act_name in (("dense", "intermediate_act_fn"), ("gate_proj", "act_fn"),
+                                          ("linear_fc1", "act_fn")):  # Qwen3-VL's vision MLP and merger
                 linear, act = getattr(module, linear_name, None), getattr(module, act_name, None)
                 post_op = _POST_OPS.get(type(act).__name__) if act is not None else None
                 if post_op is not None and _movable(linear):

@@ -29,7 +29,7 @@ import inspect
 from typing import Any, Callable, Iterator, Sequence
 
 from rerankd._optional import require
-from rerankd.backends.torch_modules import pair_score, pool
+from rerankd.backends.torch_modules import head_key, pair_score, pool
 from rerankd.families import Encoded, Family
 
 torch = require("torch")
@@ -45,7 +45,7 @@ _FIRST_TOKEN_HEADS = {"xlm-roberta", "roberta", "camembert", "electra"}
 # Models that number positions after padding_idx (RoBERTa family) rather than from 0.
 _OFFSET_POSITIONS = {"xlm-roberta", "roberta", "camembert"}
 _PACKED_ENCODERS = {"bert"} | _FIRST_TOKEN_HEADS
-_PACKED_DECODERS = {"qwen3", "qwen2", "llama", "mistral"}
+_PACKED_DECODERS = {"qwen3", "qwen2", "llama", "mistral", "qwen3_vl"}
 
 
 def packed_attention(
@@ -408,6 +408,8 @@ class PackedPooledEmbedding(nn.Module):
 PACKED_MODULES: dict[str, Callable[[Any], tuple[Any, nn.Module]]] = {
     "pair-logit": lambda padded: (padded.model, PackedPairClassifierScore(padded.model, padded.num_labels)),
     "yes-no-row": lambda padded: (padded.base, PackedLastTokenYesNo(padded.base, padded.head_row)),
+    # The vision tower keeps its own attention; only the text model packs.
+    "yes-no-row/vision": lambda padded: (padded.text_model, padded.packed_twin()),
     "pooled-embedding": lambda padded: (padded.model, PackedPooledEmbedding(padded.model, padded.pooling, padded.normalize)),
 }
 
@@ -423,7 +425,7 @@ def packed_module(family: Family, padded: Any) -> Any:
             f"packed inference is not available for model type {family.config.get('model_type')!r} on transformers "
             f"{'.'.join(map(str, transformers_version()))} (encoders pack from transformers 5.0); use packed=False")
     _register()
-    model, module = PACKED_MODULES[family.head.kind](padded)
+    model, module = PACKED_MODULES[head_key(family.head)](padded)
     model.config._attn_implementation = ATTENTION_NAME
     if hasattr(model.base_model, "_update_causal_mask"):
         # transformers < 4.53 decoders build a dense (1, 1, T, T) causal mask for a custom attention

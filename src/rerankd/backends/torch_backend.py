@@ -26,11 +26,12 @@ class TorchBackend:
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
                  onednn: bool = True, adaptive_threads: bool = True, quantization: str | None = None,
-                 module: Any = None) -> None:
+                 module: Any = None, feature_cache_bytes: int | None = None) -> None:
         """``packed``: ``None`` packs on CPU only; ``True`` also on CUDA (opt-in: that path awaits its GPU
         verification, ``benchmarks/gpu_check.py``). ``quantization``: CUDA weight quantization
         (:mod:`rerankd.gpu_quantization`). ``module``: an already built padded module (the weights
-        of ``family``) instead of loading them from ``family.model_dir``."""
+        of ``family``) instead of loading them from ``family.model_dir``. ``feature_cache_bytes``:
+        the image-feature cache of a model that reads media (default 512 MiB, 0 = off)."""
         self.torch = require("torch")
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, packs_by_default, supports_packing
@@ -49,6 +50,16 @@ class TorchBackend:
             check_quantization(quantization, self.device)
         self.module = module if module is not None else build_module(family, torch_dtype(self.dtype), self.device,
                                                                     quantization)
+        # A model that reads media takes the sequences themselves (their extras hold the media), and
+        # keeps its vision tower's output per image (backends/feature_cache.py).
+        self.reads_media = bool(getattr(family.head, "vision", False))
+        self.feature_cache = None
+        if self.reads_media:
+            from rerankd.backends.feature_cache import DEFAULT_FEATURE_CACHE_BYTES, FeatureCache
+
+            size = DEFAULT_FEATURE_CACHE_BYTES if feature_cache_bytes is None else feature_cache_bytes
+            self.feature_cache = FeatureCache(size) if size > 0 else None
+            self.module.cache = self.feature_cache
         self.parameters = sum(p.numel() for p in self.module.parameters())
         # Packing pays on CPUs (see backends/packed.py); on CUDA it is opt-in until verified there.
         self.packed = packs_by_default(self.device, supports_packing(family)) if packed is None else packed
@@ -66,7 +77,7 @@ class TorchBackend:
     def forward(self, sequences: Sequence[Encoded]) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode(), governed(torch, self.governor, sum(len(s) for s in sequences)):
-            if self.packed:
+            if self.packed or self.reads_media:
                 return self.module(sequences).float().cpu().numpy()
             batch = pad_batch(sequences, self.family.padding)
             inputs: dict[str, Any] = {
@@ -107,7 +118,17 @@ class TorchBackend:
                 "parameters": self.parameters, **self.threads_described(),
                 "packed": self.packed, "attention": self.attention(), "quantization": self.quantization,
                 "onednn_linear_layers": self.onednn.layers,
-                "onednn_fused_activations": self.onednn.fused_activations}
+                "onednn_fused_activations": self.onednn.fused_activations,
+                **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0}
+                   if self.reads_media else {})}
+
+    def stats(self) -> dict[str, Any]:
+        """Runtime counters for ``/metrics``: the image-feature cache's (empty for text-only models)."""
+        if not self.reads_media:
+            return {}
+        cache = self.feature_cache.stats() if self.feature_cache is not None else {}
+        return {"feature_cache": cache, "vision_calls": getattr(self.module, "vision_calls", 0),
+                "vision_items": getattr(self.module, "vision_items", 0)}
 
 
 def follow_usable_cores(torch: Any) -> int:

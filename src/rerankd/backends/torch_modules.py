@@ -158,12 +158,24 @@ def _pooled(family: Family, head: PooledEmbedding, path: str, common: dict[str, 
     return PooledEmbeddingModule(model, head.pooling, head.normalize)
 
 
+def _vision_yes_no_row(family: Family, head: YesNoRow, path: str, common: dict[str, Any]) -> nn.Module:
+    from rerankd.backends.vision_language import build_vision_language
+
+    return build_vision_language(family, head, path, common)
+
+
 #: head kind → how its padded module is loaded.
 PADDED_MODULES: dict[str, Callable[..., nn.Module]] = {
     "pair-logit": _pair_logit,
     "yes-no-row": _yes_no_row,
+    "yes-no-row/vision": _vision_yes_no_row,
     "pooled-embedding": _pooled,
 }
+
+
+def head_key(head: Any) -> str:
+    """The module table key of a head: its kind, with ``/vision`` where the model reads media too."""
+    return f"{head.kind}/vision" if getattr(head, "vision", False) else head.kind
 
 
 def build_module(family: Family, dtype: Any, device: str, quantization: str | None = None) -> nn.Module:
@@ -176,7 +188,7 @@ def build_module(family: Family, dtype: Any, device: str, quantization: str | No
     transformers = require("transformers")
     transformers.utils.logging.disable_progress_bar()  # a server's log is no place for load bars
     head = family.head
-    builder = PADDED_MODULES.get(head.kind)
+    builder = PADDED_MODULES.get(head_key(head))
     if builder is None:
         raise ModelError(f"the torch backend has no module for a {head.kind!r} head")
     # No attn_implementation: transformers picks SDPA where the architecture has it (DeBERTa-v2 does not).

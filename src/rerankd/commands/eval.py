@@ -1,12 +1,14 @@
 """``rerankd eval``: measure rerank quality on IR benchmarks.
 
-    rerankd eval run --data DIR [--split test] [--first-stage bm25|dense|run:FILE] [--k 100] [-m MODEL] --out DIR
+    rerankd eval run --data DIR [--split test] [--first-stage bm25|dense|all|run:FILE] [--k 100] [-m MODEL] --out DIR
     rerankd eval compare --data DIR --candidate name=MODEL[,backend=onnx,dtype=int8,label=X] ... --out DIR
     rerankd eval score --qrels QRELS --run A.trec [--run B.trec ...]
 
 ``run`` and ``compare`` retrieve candidates (BM25, a bi-encoder, or a given run file), rerank the
 top-k with the model(s), and write TREC runs, metrics.json, report.md and PNG charts to ``--out``;
-a killed run resumes from its score cache there. ``score`` evaluates existing run files and tests
+a killed run resumes from its score cache there. ``--data`` may be an image corpus (corpus.jsonl
+lines with an ``image`` path, or a captions folder such as coco-mini: caption→image retrieval) for
+vision-language rerankers; its first stage is every image (``all``) unless a run file is given. ``score`` evaluates existing run files and tests
 each against the first (paired t-test and bootstrap).
 """
 
@@ -62,11 +64,14 @@ def register(sub: Any) -> None:
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data and first stage")
-    data.add_argument("--data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    data.add_argument("--data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; corpus lines may "
+                                     "carry an image path), or a captions folder (captions.jsonl: image + captions)")
     data.add_argument("--split", default="test", help="qrels split (default test)")
     data.add_argument("--mteb", help="MTEB-reranking JSONL (query, positive, negative); its lists are the candidates")
     data.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N judged queries")
-    data.add_argument("--first-stage", default="bm25", help="bm25, dense, or run:FILE (a TREC run file; default bm25)")
+    data.add_argument("--first-stage", default=None,
+                      help="bm25, dense, all (every document a candidate; small corpora) or run:FILE (a TREC run "
+                           "file). Default: bm25, or all for an image corpus (no BM25 over images)")
     data.add_argument("--k", "--top-k", dest="top_k", type=int, default=100, help="candidates per query to rerank (default 100)")
     data.add_argument("--stemmer", default="english", help="BM25 stemmer language, or none")
     data.add_argument("--stopwords", default="en", help="BM25 stopword list, or none")
@@ -123,8 +128,13 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, str, dict[str, dict[str,
     if args.max_queries is not None:
         data = data.subset(list(data.queries)[: args.max_queries])
     if not args.mteb:
+        from rerankd.evaluation.datasets import is_image_corpus
+
+        first_stage = args.first_stage or ("all" if is_image_corpus(data.corpus) else "bm25")
+        if first_stage == "all":  # every document is a candidate: rerank them all, whatever --k says
+            args.top_k = max(args.top_k, len(data.corpus))
         label, candidates = first_stage_run(
-            args.first_stage, data.corpus, data.queries, k=args.top_k, cache_dir=args.cache_dir or default_cache_dir(),
+            first_stage, data.corpus, data.queries, k=args.top_k, cache_dir=args.cache_dir or default_cache_dir(),
             stemmer=_none(args.stemmer), stopwords=_none(args.stopwords), dense_model=args.dense_model,
             dtype=args.dense_dtype, progress=not args.no_progress,
         )

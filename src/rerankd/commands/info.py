@@ -21,7 +21,27 @@ def run(args: argparse.Namespace) -> int:
     config = reranker.family.config
     from rerankd.tuning import tuning_summary
 
-    print_json({**reranker.describe(), "architecture": (config.get("architectures") or [None])[0],
-                "model_type": config.get("model_type"), "path": str(reranker.family.model_dir),
-                **tuning_summary(reranker.family.model_dir)})
+    out = {**reranker.describe(), "architecture": (config.get("architectures") or [None])[0],
+           "model_type": config.get("model_type"), "path": str(reranker.family.model_dir),
+           **tuning_summary(reranker.family.model_dir)}
+    if reranker.family.modalities - {"text"}:
+        out["media"] = media_summary(reranker)
+    print_json(out)
     return 0
+
+
+def media_summary(reranker: Any) -> dict[str, Any]:
+    """A media-reading family's limits: image size bounds, video sampling, and what a server accepts by default."""
+    from rerankd.media.fetch import MediaPolicy
+    from rerankd.server.settings import media_limits
+
+    vision = getattr(reranker.family, "vision", None)
+    media = reranker.pipeline.media
+    return {
+        "modalities": sorted(reranker.family.modalities),
+        "image_pixels": [getattr(vision, "min_pixels", None), getattr(vision, "max_pixels", None)],
+        "patch_size": getattr(vision, "patch_size", None), "merge_size": getattr(vision, "merge_size", None),
+        "video_fps": media.fps, "video_max_frames": media.max_frames,
+        "python_api_policy": "permissive (any URL or path; pixel cap only)",
+        "server_defaults": media_limits(MediaPolicy()),
+    }

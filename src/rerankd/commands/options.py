@@ -47,10 +47,11 @@ def load_options(args: argparse.Namespace, model: str | None = None) -> dict[str
             "packed": _PACKED[getattr(args, "packed", "auto")]}
 
 
-def load_reranker(args: argparse.Namespace, model: str | None = None) -> Any:
+def load_reranker(args: argparse.Namespace, model: str | None = None, **extra: Any) -> Any:
+    """The reranker the model options name; ``extra`` goes to :meth:`Reranker.from_pretrained` as is."""
     from rerankd.engine import Reranker
 
-    options = load_options(args, model)
+    options = {**load_options(args, model), **extra}
     return Reranker.from_pretrained(options.pop("model"), **options)
 
 

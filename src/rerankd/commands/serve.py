@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
                        help="a Redis read slower than this is a miss, never an error")
     cache.add_argument("--cache-namespace", default=defaults.cache.namespace,
                        help="key prefix in Redis (rerankd:<namespace>:), to share or separate deployments")
+    add_media_arguments(parser, defaults.media)
     from rerankd.drift.options import add_drift_arguments
 
     add_drift_arguments(parser)
@@ -72,6 +74,57 @@ def register(sub: Any) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
     parser.set_defaults(run=run)
+
+
+def add_media_arguments(parser: argparse.ArgumentParser, policy: Any) -> None:
+    """The media flags: the server's defaults are safe (inline media only; every cap on)."""
+    from rerankd.backends.feature_cache import DEFAULT_FEATURE_CACHE_BYTES
+
+    media = parser.add_argument_group("media (vision-language models; the defaults accept inline data: URIs only)")
+    media.add_argument("--allow-media-domains", default="", metavar="DOMAIN[,DOMAIN...]",
+                       help="hosts image/video URLs may be fetched from (a name allows its subdomains; '*' any host); "
+                            "private, loopback and link-local addresses are refused whatever the name. Default: "
+                            "remote URLs off")
+    media.add_argument("--allowed-local-media-path", default=None, metavar="DIR",
+                       help="directory local media paths may name (compared after resolving symlinks). Default: off")
+    media.add_argument("--trusted-media-networks", default="", metavar="CIDR[,CIDR...]",
+                       help="address blocks exempt from the public-address rule (an internal media host you vouch "
+                            "for); its domain must still be allowed")
+    media.add_argument("--max-images-per-request", type=int, default=policy.max_images_per_request,
+                       help="images in one request, query and documents together")
+    media.add_argument("--max-video-frames", type=int, default=policy.max_frames,
+                       help="frames a video may be sampled to (and frames a frame-list video may have)")
+    media.add_argument("--max-video-fps", type=float, default=policy.max_fps, help="highest video sampling rate a request may ask")
+    media.add_argument("--max-video-seconds", type=float, default=policy.max_video_seconds, help="longest video accepted")
+    media.add_argument("--max-image-bytes", type=int, default=policy.max_bytes, help="bytes of one image, however sent")
+    media.add_argument("--max-video-bytes", type=int, default=policy.max_video_bytes, help="bytes of one video file")
+    media.add_argument("--max-image-pixels", type=int, default=policy.max_pixels,
+                       help="width x height of an image or frame, checked before decoding (decompression bombs)")
+    media.add_argument("--image-timeout", type=float, default=policy.image_timeout_s, metavar="SECONDS",
+                       help="whole fetch of one image URL, redirects included")
+    media.add_argument("--video-timeout", type=float, default=policy.video_timeout_s, metavar="SECONDS",
+                       help="whole fetch of one video URL")
+    media.add_argument("--vision-cache-bytes", type=int, default=DEFAULT_FEATURE_CACHE_BYTES,
+                       help="image-feature cache: the vision tower's output per image, reused across queries (0: off)")
+
+
+def media_policy_from(args: argparse.Namespace) -> Any:
+    """The server's :class:`~rerankd.media.MediaPolicy` from the media flags (private addresses never allowed)."""
+    import re
+
+    from rerankd.media.fetch import MediaPolicy
+
+    networks = tuple(n for n in re.split(r"[,\s]+", args.trusted_media_networks or "") if n)
+    root = args.allowed_local_media_path
+    if root is not None and not os.path.isdir(root):
+        raise InputError(f"--allowed-local-media-path {root!r} is not a directory")
+    return MediaPolicy(
+        allow_domains=args.allow_media_domains or frozenset(), allowed_local_root=root, trusted_networks=networks,
+        image_timeout_s=args.image_timeout, video_timeout_s=args.video_timeout, max_bytes=args.max_image_bytes,
+        max_video_bytes=args.max_video_bytes, max_pixels=args.max_image_pixels,
+        max_images_per_request=args.max_images_per_request, max_frames=args.max_video_frames, max_fps=args.max_video_fps,
+        max_video_seconds=args.max_video_seconds,
+    )
 
 
 def parse_model_spec(spec: str) -> tuple[str | None, str]:
@@ -104,7 +157,7 @@ def settings_from(args: argparse.Namespace) -> Any:
             max_body_bytes=args.max_body_bytes, max_request_tokens=args.max_request_tokens, max_queue=args.max_queue,
             max_wait_ms=args.max_wait_ms, tokenize_workers=args.tokenize_workers, log_requests=not args.no_access_log,
             max_pairs=args.max_pairs, long_documents=args.long_documents, cache=cache, drift=drift_settings_from(args),
-            strict_model_names=args.strict_model_names,
+            strict_model_names=args.strict_model_names, media=media_policy_from(args),
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc
@@ -115,7 +168,7 @@ def load_engines(args: argparse.Namespace) -> dict[str, Any]:
     engines: dict[str, Any] = {}
     for spec in args.model or [None]:
         name, model = parse_model_spec(spec) if spec else (None, None)
-        reranker = load_reranker(args, model=model)
+        reranker = load_reranker(args, model=model, feature_cache_bytes=args.vision_cache_bytes)
         name = name or reranker.name
         if name in engines:
             raise InputError(f"two models are served as {name!r}; give them distinct names with NAME=MODEL")

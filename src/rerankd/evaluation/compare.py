@@ -181,7 +181,7 @@ def throughput(rerankers: Sequence[Any], data: BeirDataset, candidates: Run, pai
     """Pairs per second of each reranker on the same first ``pairs`` pairs (query order), interleaved."""
     from rerankd.measure import interleaved_pairs_per_second, leading_pairs
 
-    requests = ((data.queries[qid], [data.corpus[d].full_text for d in docs if data.corpus[d].full_text.strip()])
+    requests = ((data.queries[qid], [data.corpus[d].document() for d in docs if data.corpus[d].has_content])
                 for qid, docs in sorted(candidate_lists(candidates, None).items()))
     queries, doc_lists = leading_pairs(requests, pairs)
     if not queries:

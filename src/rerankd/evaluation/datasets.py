@@ -1,4 +1,13 @@
-"""IR datasets from local files: BEIR folders, TREC qrels and run files, MTEB-reranking JSONL.
+"""IR datasets from local files: BEIR folders, TREC qrels and run files, MTEB-reranking JSONL, image corpora.
+
+Image corpora (for vision-language rerankers) come in two layouts:
+
+- a BEIR folder whose ``corpus.jsonl`` lines carry an ``image`` field, a path relative to the folder
+  (``{"_id": "790", "image": "images/000000000790.jpg", "text": ""}``), with queries and qrels as usual;
+- a captions folder (COCO style, e.g. ../shared/data/coco-mini): ``captions.jsonl`` lines
+  ``{"image": "images/<file>", "captions": [...]}``, read as caption→image retrieval: every image is a
+  document (its id the file's stem), every caption a query (``<stem>-<k>``) whose one relevant
+  document is its image.
 
 Every reader names the file, the line and the field when a line is wrong.
 """
@@ -18,14 +27,29 @@ Run = dict[str, dict[str, float]]
 
 @dataclass(frozen=True)
 class Doc:
-    """A corpus document. ``full_text`` is what models read: the title, a space, the text (BEIR's convention)."""
+    """A corpus document. ``full_text`` is what models read: the title, a space, the text (BEIR's convention).
+
+    ``image`` is the absolute path of the document's image (image corpora), or None.
+    """
 
     title: str
     text: str
+    image: str | None = None
 
     @property
     def full_text(self) -> str:
         return f"{self.title} {self.text}".strip()
+
+    @property
+    def has_content(self) -> bool:
+        """Whether there is anything to score (documents without it are ranked last)."""
+        return bool(self.image or self.full_text.strip())
+
+    def document(self) -> Any:
+        """What a reranker reads: the text, or ``{"image": path, "text": ...}`` for an image document."""
+        if self.image is None:
+            return self.full_text
+        return {"image": self.image, **({"text": self.full_text} if self.full_text else {})}
 
 
 @dataclass
@@ -116,10 +140,55 @@ def _field(path: Path, number: int, row: dict[str, Any], name: str, kind: type =
 
 
 def read_corpus(path: Path) -> dict[str, Doc]:
-    return {
-        _field(path, n, row, "_id"): Doc(_field(path, n, row, "title", required=False) or "", _field(path, n, row, "text"))
-        for n, row in _json_lines(path)
-    }
+    """corpus.jsonl: ``_id``, ``text`` and optional ``title``; or an ``image`` path (relative to the folder)."""
+    corpus = {}
+    for n, row in _json_lines(path):
+        image = _field(path, n, row, "image", required=False) or None
+        text = _field(path, n, row, "text", required=image is None)
+        corpus[_field(path, n, row, "_id")] = Doc(_field(path, n, row, "title", required=False) or "", text,
+                                                  _image_path(path, n, image) if image else None)
+    return corpus
+
+
+def _image_path(path: Path, number: int, image: str) -> str:
+    resolved = (path.parent / image).resolve()
+    if not resolved.is_file():
+        raise InputError(f"{path}:{number}: field 'image' names {image!r}, which is not a file under {path.parent}")
+    return str(resolved)
+
+
+def is_image_corpus(corpus: dict[str, Doc]) -> bool:
+    return any(doc.image is not None for doc in corpus.values())
+
+
+def load_captions(path: str | Path) -> BeirDataset:
+    """A captions folder (``captions.jsonl``: ``{"image", "captions": [...]}``) as caption→image retrieval.
+
+    Example:
+        >>> data = load_captions("../shared/data/coco-mini")    # doctest: +SKIP
+        >>> len(data.corpus), len(data.queries), data.qrels["000000000790-0"]
+        (40, 200, {'000000000790': 1})
+    """
+    root = Path(path)
+    source = root / "captions.jsonl"
+    corpus: dict[str, Doc] = {}
+    queries: dict[str, str] = {}
+    qrels: Qrels = {}
+    for n, row in _json_lines(source):
+        image = _field(source, n, row, "image")
+        captions = _field(source, n, row, "captions", list)
+        if not all(isinstance(c, str) for c in captions):
+            raise InputError(f"{source}:{n}: field 'captions' must be a list of strings")
+        doc_id = Path(image).stem
+        if doc_id in corpus:
+            raise InputError(f"{source}:{n}: image {image!r} is listed twice")
+        corpus[doc_id] = Doc("", "", _image_path(source, n, image))
+        for k, caption in enumerate(captions):
+            queries[f"{doc_id}-{k}"] = caption
+            qrels[f"{doc_id}-{k}"] = {doc_id: 1}
+    if not corpus:
+        raise InputError(f"{source} lists no images")
+    return BeirDataset(corpus, queries, qrels, root.name, "captions")
 
 
 def read_queries(path: Path) -> dict[str, str]:
@@ -155,6 +224,8 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
         (809, 5183)
     """
     root = Path(path)
+    if not (root / "corpus.jsonl").exists() and (root / "captions.jsonl").is_file():
+        return load_captions(root)  # an image-captions folder: caption→image retrieval
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []

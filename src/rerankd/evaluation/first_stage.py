@@ -19,7 +19,7 @@ def corpus_fingerprint(corpus: dict[str, Doc], *settings: Any) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([str(s) for s in settings]).encode())
     for doc_id, doc in corpus.items():
-        for part in (doc_id, doc.title, doc.text):
+        for part in (doc_id, doc.title, doc.text, *((doc.image,) if doc.image else ())):
             digest.update(len(part).to_bytes(8, "little"))
             digest.update(part.encode("utf-8"))
     return digest.hexdigest()[:24]
@@ -126,6 +126,18 @@ class DenseRetriever:
 
 
 RETRIEVERS = ("bm25", "dense")
+#: ``--first-stage all`` (every document a candidate of every query) is allowed up to this many documents:
+#: it is how an image corpus is evaluated without a run file (there is no BM25 over pixels).
+ALL_CANDIDATES_MAX = 2000
+
+
+def all_candidates(corpus: dict[str, Doc], queries: dict[str, str]) -> Run:
+    """Every document a candidate of every query (score 0: the reranker orders them all)."""
+    if len(corpus) > ALL_CANDIDATES_MAX:
+        raise InputError(
+            f"--first-stage all ranks every document for every query, but the corpus has {len(corpus)} documents "
+            f"(the limit is {ALL_CANDIDATES_MAX}); give candidates with --first-stage run:FILE")
+    return {q: dict.fromkeys(corpus, 0.0) for q in queries}
 
 
 def first_stage_retriever(
@@ -160,10 +172,21 @@ def first_stage_run(
     dtype: str | None = None,
     progress: bool = False,
 ) -> tuple[str, Run]:
-    """The candidates: ``"bm25"``, ``"dense"`` (a bi-encoder, the bundled one by default) or ``"run:FILE"`` (TREC run).
+    """The candidates: ``"bm25"``, ``"dense"`` (a bi-encoder, the bundled one by default), ``"all"`` (every
+    document, for small corpora) or ``"run:FILE"`` (TREC run).
+
+    An image corpus has no text to retrieve with: ``bm25`` / ``dense`` are refused for it, and the
+    CLI picks ``all`` for it unless a run file is given.
 
     Returns a label for reports and the run cut to the queries asked for.
     """
+    from rerankd.evaluation.datasets import is_image_corpus
+
+    if spec == "all":
+        return "all", all_candidates(corpus, queries)
+    if spec in RETRIEVERS and is_image_corpus(corpus):
+        raise InputError(f"the corpus is images: there is no {spec} first stage over them; use --first-stage all "
+                         f"(up to {ALL_CANDIDATES_MAX} documents) or --first-stage run:FILE")
     if spec in RETRIEVERS:
         engine = first_stage_retriever(spec, corpus, cache_dir=cache_dir, stemmer=stemmer, stopwords=stopwords,
                                        dense_model=dense_model, dtype=dtype, progress=progress)
@@ -174,7 +197,8 @@ def first_stage_run(
         return label, engine.search(queries, k)
     path = Path(spec.removeprefix("run:"))
     if not path.is_file():
-        raise InputError(f"first stage {spec!r} is neither 'bm25', 'dense' nor run:FILE naming an existing TREC run file")
+        raise InputError(f"first stage {spec!r} is neither 'bm25', 'dense' nor run:FILE naming an existing TREC run file "
+                         "(nor 'all': every document a candidate)")
     from rerankd.evaluation.datasets import read_trec_run
 
     run = read_trec_run(path)

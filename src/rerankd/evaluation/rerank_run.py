@@ -128,7 +128,7 @@ def rerank(
     scores: Run = {q: {d: cache.scores[q][d] for d in lists[q]} for q in done} if cache else {}
     todo = [ChunkTask(index, {q: queries[q] for q in group if q not in done},
                       {q: lists[q] for q in group if q not in done},
-                      {d: corpus[d].full_text for q in group if q not in done for d in lists[q]})
+                      {d: corpus[d].document() for q in group if q not in done for d in lists[q]})
             for index, group in enumerate(chunks(qids, {q: len(lists[q]) for q in qids}, chunk_pairs))]
     todo = [task for task in todo if task.lists]
     from tqdm import tqdm
@@ -149,12 +149,13 @@ def rerank(
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One chunk to score: its queries, their candidate lists, and the text of every document named."""
+    """One chunk to score: its queries, their candidate lists, and every document named as the reranker
+    reads it (its text, or ``{"image": path, "text": ...}`` in an image corpus: plain JSON for Ray)."""
 
     index: int
     queries: dict[str, str]
     lists: dict[str, list[str]]
-    texts: dict[str, str]
+    texts: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -187,19 +188,19 @@ def score_chunk(reranker: Any, task: ChunkTask, options: ChunkOptions, memo: dic
 def _score_chunk(
     reranker: Any,
     queries: Mapping[str, str],
-    full_texts: Mapping[str, str],
+    documents: Mapping[str, Any],
     lists: dict[str, list[str]],
     instruction: str | None,
     max_doc_tokens: int | None,
     memo: dict[str, np.ndarray],
     chunking: Any = None,
 ) -> Run:
-    texts = {q: [d for d in docs if full_texts[d].strip()] for q, docs in lists.items()}
+    texts = {q: [d for d in docs if _has_content(documents[d])] for q, docs in lists.items()}
     qids = [q for q in lists if texts[q]]
     if reranker.family.kind == "bi-encoder" and chunking is None:
-        raw = _bi_encoder_scores(reranker, queries, full_texts, {q: texts[q] for q in qids}, max_doc_tokens, memo)
+        raw = _bi_encoder_scores(reranker, queries, documents, {q: texts[q] for q in qids}, max_doc_tokens, memo)
     else:
-        results = reranker.score_many([queries[q] for q in qids], [[full_texts[d] for d in texts[q]] for q in qids],
+        results = reranker.score_many([queries[q] for q in qids], [[documents[d] for d in texts[q]] for q in qids],
                                       instruction=instruction, max_doc_tokens=max_doc_tokens, chunking=chunking or False)
         raw = {q: r.raw for q, r in zip(qids, results)}
     chunk: Run = {}
@@ -213,7 +214,7 @@ def _score_chunk(
 def _bi_encoder_scores(
     reranker: Any,
     queries: Mapping[str, str],
-    full_texts: Mapping[str, str],
+    documents: Mapping[str, str],
     texts: dict[str, list[str]],
     max_doc_tokens: int | None,
     memo: dict[str, np.ndarray],
@@ -221,7 +222,7 @@ def _bi_encoder_scores(
     """Cosine scores, each distinct document embedded once per run (a top-100 repeats documents a lot)."""
     new = sorted({d for docs in texts.values() for d in docs if d not in memo})
     if new:
-        memo.update(zip(new, embed_texts(reranker, [full_texts[d] for d in new], max_doc_tokens)))
+        memo.update(zip(new, embed_texts(reranker, [documents[d] for d in new], max_doc_tokens)))
     qids = list(texts)
     query_vectors = embed_texts(reranker, [queries[q] for q in qids])
     return {q: np.stack([memo[d] for d in texts[q]]).astype(np.float64) @ query_vectors[i].astype(np.float64)
@@ -232,3 +233,8 @@ def _pin_threads(reranker: Any) -> None:
     pin = getattr(reranker, "pin_threads", None)  # a Reranker, or a test's stand-in scorer
     if pin is not None:
         pin()
+
+
+def _has_content(document: Any) -> bool:
+    """A text with more than whitespace, or an image document (see ``Doc.document``)."""
+    return bool(document.strip()) if isinstance(document, str) else bool(document)

@@ -21,7 +21,7 @@ from rerankd.documents import Document
 from rerankd.errors import InputTooLargeError, ModelError
 from rerankd.families.heads import Head
 
-FamilyKind = Literal["cross-encoder", "llm-yes-no", "bi-encoder"]
+FamilyKind = Literal["cross-encoder", "llm-yes-no", "bi-encoder", "vision-language"]
 
 
 @dataclass(frozen=True)
@@ -188,10 +188,13 @@ class Family(ABC):
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
+        media: Any = None,
     ) -> PreparedRequest:
         """Tokenize one validated request into sequences (documents are truncated, the query is kept).
 
         The documents hold only the modalities in :attr:`modalities` (the pipeline checked).
+        ``media`` is the request's :class:`rerankd.media.settings.MediaSettings` (fetch policy, video
+        sampling); families that read only text ignore it.
         """
 
     def document_budget(self, query: Document, instruction: str | None = None) -> int:

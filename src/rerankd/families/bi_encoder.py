@@ -83,6 +83,7 @@ class BiEncoderFamily(Family):
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
+        media: Any = None,
     ) -> PreparedRequest:
         sequences = self.encode_texts([query.as_text()]) + self.encode_texts([d.as_text() for d in documents], max_doc_tokens)
         return PreparedRequest(sequences, list(range(1, len(sequences))), cosine_to_first)

@@ -78,6 +78,7 @@ class CrossEncoderFamily(Family):
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
+        media: Any = None,
     ) -> PreparedRequest:
         q = self.tokenizer.encode(query.as_text(), add_special_tokens=False)
         budget = self.max_length - self._n_special - len(q.ids)

@@ -10,6 +10,8 @@ from rerankd.families.base import Family, FamilyKind, load_tokenizer, positive_i
 from rerankd.families.bi_encoder import BiEncoderFamily, pooling_dir
 from rerankd.families.cross_encoder import CrossEncoderFamily
 from rerankd.families.llm_yes_no import DEFAULT_MAX_LENGTH, LlmYesNoFamily
+from rerankd.families.vision_language import DEFAULT_MAX_LENGTH as VL_MAX_LENGTH
+from rerankd.families.vision_language import VisionLanguageFamily
 
 # Decoder-only model types: a sequence classifier of one of these is an LLM reranker in the converted
 # 1-label form (e.g. Qwen3ForSequenceClassification), prompted and padded like the causal LM.
@@ -18,6 +20,7 @@ DECODER_TYPES = {"qwen3", "qwen2", "llama", "mistral", "gemma", "gemma2", "gemma
 SUPPORTED = (
     "cross-encoders (*ForSequenceClassification with 1 or 2 labels), "
     "LLM yes/no rerankers (*ForCausalLM such as Qwen3-Reranker, or their 1-label *ForSequenceClassification form), "
+    "vision-language yes/no rerankers (Qwen3-VL *ForConditionalGeneration such as Qwen3-VL-Reranker), "
     "and sentence-transformers bi-encoders (modules.json with a Pooling module)"
 )
 
@@ -25,12 +28,18 @@ _FAMILIES: dict[FamilyKind, type[Family]] = {
     "cross-encoder": CrossEncoderFamily,
     "llm-yes-no": LlmYesNoFamily,
     "bi-encoder": BiEncoderFamily,
+    "vision-language": VisionLanguageFamily,
 }
+
+#: model types whose *ForConditionalGeneration is scored as a vision-language yes/no reranker.
+VISION_LANGUAGE_TYPES = {"qwen3_vl"}
 
 
 def detect_kind(model_dir: Path, config: dict[str, Any]) -> FamilyKind:
     architectures = [str(a) for a in config.get("architectures") or []]
     model_type = str(config.get("model_type", ""))
+    if model_type in VISION_LANGUAGE_TYPES and any(a.endswith("ForConditionalGeneration") for a in architectures):
+        return "vision-language"
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return "llm-yes-no" if model_type in DECODER_TYPES else "cross-encoder"
     if any(a.endswith("ForCausalLM") for a in architectures):
@@ -46,6 +55,8 @@ def detect_kind(model_dir: Path, config: dict[str, Any]) -> FamilyKind:
 def default_max_length(kind: FamilyKind, model_dir: Path, config: dict[str, Any]) -> int:
     if kind == "llm-yes-no":
         return DEFAULT_MAX_LENGTH
+    if kind == "vision-language":
+        return VL_MAX_LENGTH
     st = read_json(model_dir / "sentence_bert_config.json")
     if st.get("max_seq_length"):
         return positive_int(st["max_seq_length"], 512)

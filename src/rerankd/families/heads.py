@@ -33,6 +33,9 @@ class YesNoRow:
     #: Where w_yes − w_no is read: a causal LM's ``lm_head`` (or tied embeddings), or the ``score``
     #: row of its converted 1-label ``*ForSequenceClassification`` form.
     row_source: Literal["lm_head", "score"] = "lm_head"
+    #: The model reads images and video too (a vision tower before the language model, e.g.
+    #: Qwen3-VL): sequences carry their media and 3-row M-RoPE positions in ``Encoded.extras``.
+    vision: bool = False
     kind: HeadKind = "yes-no-row"
     output: Literal["scalar", "vector"] = "scalar"
 

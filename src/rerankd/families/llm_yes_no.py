@@ -61,6 +61,7 @@ class LlmYesNoFamily(Family):
         *,
         instruction: str | None = None,
         max_doc_tokens: int | None = None,
+        media: Any = None,
     ) -> PreparedRequest:
         instruction = instruction or self.default_instruction
         query_text = query.as_text()

@@ -4,6 +4,8 @@
   :func:`read_media` (bytes of a path, ``data:`` URI or URL, fetched under the policy);
 - :mod:`rerankd.media.images`: :func:`load_image` (any source to RGB, pixel cap before decoding) and
   :func:`preprocess_image` (Qwen-VL resize, normalize, patchify);
+- :mod:`rerankd.media.settings`: :class:`MediaSettings` (a policy plus video sampling), what a request
+  hands a vision-language family;
 - :mod:`rerankd.media.video`: :func:`load_video` (files, PyAV) and :func:`video_from_frames`
   (frame lists), both giving a :class:`ProcessedVideo` with its prompt timestamps.
 
@@ -30,6 +32,7 @@ from rerankd.media.images import (
     stack_visual,
     to_rgb,
 )
+from rerankd.media.settings import MediaSettings
 from rerankd.media.video import (
     ProcessedVideo,
     frame_timestamps,
@@ -44,6 +47,7 @@ __all__ = [
     "ImageSource",
     "MediaKind",
     "MediaPolicy",
+    "MediaSettings",
     "ProcessedImage",
     "ProcessedVideo",
     "VisionConfig",

@@ -234,20 +234,22 @@ def create_app(engines: Mapping[str, Reranker], settings: ServerSettings | None 
         limits = {k: getattr(settings, k) for k in ("max_documents", "max_body_bytes", "max_request_tokens",
                                                     "max_queue", "max_wait_ms")}
         return {"version": _version(), "ready": service.ready, "default_model": service.default_model,
-                "models": service.describe(), "limits": limits, "auth": settings.api_key is not None}
+                "models": service.describe(), "limits": limits, "media": service.media_limits(),
+                "auth": settings.api_key is not None}
 
     @app.get("/metrics", tags=["probes"], response_class=Response)
     async def metrics_route() -> Response:
         content, content_type = metrics.render()
         return Response(content, media_type=content_type)
 
-    from rerankd.server.metrics import MemoryCollector
+    from rerankd.server.metrics import FeatureCacheCollector, MemoryCollector
 
     metrics.registry.register(MemoryCollector(service.pipelines))
     if service.cache is not None:
         from rerankd.cache.metrics import register_cache_metrics
 
         register_cache_metrics(service.cache, metrics.registry)
+    metrics.registry.register(FeatureCacheCollector(service.engines))
     if service.drift:
         from rerankd.drift import DriftCollector
 

@@ -128,3 +128,49 @@ class MemoryCollector:
                 for kind in ("used", "reserved", "total"):
                     memory.add_metric([device, kind], state.gauges()[kind])
         yield memory
+
+
+class FeatureCacheCollector:
+    """The image-feature caches of the served vision-language models, read at scrape time.
+
+    ``rerankd_feature_cache_{hits,misses,evictions}_total`` count lookups of the vision tower's output
+    per image; ``rerankd_feature_cache_bytes`` / ``_entries`` / ``_max_bytes`` say what it holds, and
+    ``rerankd_vision_forward_items_total`` how many images and videos the tower actually ran on. Text
+    models export nothing here.
+    """
+
+    _COUNTERS = (("hits", "image-feature cache hits (vision tower skipped)"),
+                 ("misses", "image-feature cache misses (vision tower run)"),
+                 ("evictions", "image-feature cache entries evicted to stay under its byte cap"))
+    _GAUGES = (("bytes", "bytes of vision features held"), ("entries", "images and videos held"),
+               ("max_bytes", "the cache's byte cap (--vision-cache-bytes)"))
+
+    def __init__(self, engines: Any) -> None:
+        self.engines = engines
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        rows = []
+        for name, engine in self.engines.items():
+            stats = getattr(engine.backend, "stats", None)
+            stats = stats() if callable(stats) else {}
+            if stats:
+                rows.append((name, stats))
+        if not rows:
+            return
+        for key, text in self._COUNTERS:
+            family = CounterMetricFamily(f"rerankd_feature_cache_{key}", text, labels=["model"])
+            for name, stats in rows:
+                family.add_metric([name], float(stats.get("feature_cache", {}).get(key, 0)))
+            yield family
+        for key, text in self._GAUGES:
+            family = GaugeMetricFamily(f"rerankd_feature_cache_{key}", text, labels=["model"])
+            for name, stats in rows:
+                family.add_metric([name], float(stats.get("feature_cache", {}).get(key, 0)))
+            yield family
+        family = CounterMetricFamily("rerankd_vision_forward_items", "images and videos the vision tower ran on",
+                                     labels=["model"])
+        for name, stats in rows:
+            family.add_metric([name], float(stats.get("vision_items", 0)))
+        yield family

@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 from rerankd.chunking import ChunkSettings
 from rerankd.errors import EmptyQueryError, InputError, InvalidDocumentError
 from rerankd.server.echo import check_echoable
+from rerankd.server.multimodal import content_documents, is_multimodal, native
 from rerankd.text_checks import check_text
 
 # -- internal parameters ------------------------------------------------------------------------------
@@ -43,6 +44,9 @@ class RerankParams:
     truncate: bool = True
     #: Long documents as windows: settings, False (truncate), or None (the server's --long-documents).
     chunking: Any = None
+    #: Video sampling asked for by the request (``None``: the server's); checked against its caps.
+    fps: float | None = None
+    max_frames: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,8 @@ class ScoreParams:
     """vLLM ``/score``: (query, document) pairs, scored in input order."""
 
     model: str | None
-    pairs: list[tuple[str, str]]
+    #: (query, document); either side text, or the native dict of a multimodal item (``/score`` content parts).
+    pairs: list[tuple[Any, Any]]
     raw_scores: bool = False
     instruction: str | None = None
     max_doc_tokens: int | None = None
@@ -66,10 +71,11 @@ def _document_of(index: int, document: str | dict[str, Any], rank_fields: list[s
         if missing:
             raise InvalidDocumentError(f"document {index} has no field {missing[0]!r} named in rank_fields")
         return "\n".join(f"{field}: {document[field]}" for field in rank_fields)
-    media = {k: document[k] for k in ("image", "video") if document.get(k) is not None}
+    if is_multimodal(document):
+        # Jina's {"image": ...}, vLLM's {"content": [...]}, the native dict; the pipeline refuses
+        # media for models that read text only, and reads it under the server's media policy.
+        return native(document, f"document {index}")
     text = document.get("text")
-    if media:  # Jina's {"image": ...}; the pipeline refuses it for models that read text only
-        return {**media, **({"text": text} if text is not None else {})}
     if isinstance(text, str):
         return text
     kinds = ", ".join(sorted(k for k in document if k != "text")) or "no fields"
@@ -77,6 +83,30 @@ def _document_of(index: int, document: str | dict[str, Any], rank_fields: list[s
         f'document {index} is an object without a "text" string ({kinds}); send text documents '
         'as strings or {"text": "..."}'
     )
+
+
+def _documents_list(value: Any) -> Any:
+    """vLLM's ``documents: {"content": [parts]}`` as a list, one document per part; other objects refused."""
+    if isinstance(value, dict):
+        documents = content_documents(value)
+        if documents is None:
+            raise InvalidDocumentError(
+                'documents must be a list, one document per element (or vLLM\'s {"content": [parts]}, one document '
+                "per part)")
+        return documents
+    return value
+
+
+def query_of(query: str | dict[str, Any]) -> Any:
+    """A request's query as the pipeline takes it: text, or the native dict of a multimodal query."""
+    if isinstance(query, str):
+        return query
+    if is_multimodal(query):
+        return native(query, "the query")
+    if isinstance(query.get("text"), str):
+        return query["text"]
+    raise InvalidDocumentError('the query is an object without "text", "image", "video" or "content"; send a string '
+                               'or {"text": ...}')
 
 
 class ChunkingOptions(BaseModel):
@@ -131,8 +161,13 @@ class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="served model name; the first served model when omitted")
-    query: str = Field(description="the text to rank documents against")
-    documents: list[Union[str, dict[str, Any]]] = Field(description='strings, or objects with a "text" field')
+    query: Union[str, dict[str, Any]] = Field(
+        description='the text to rank documents against; vision-language models also take {"image": ...}, '
+                    '{"content": [parts]} or {"text", "image", "video"}')
+    documents: Annotated[list[Union[str, dict[str, Any]]], BeforeValidator(_documents_list)] = Field(
+        description='strings, or objects: {"text"}, Jina {"image": url | data URI | base64}, vLLM {"content": [parts]}, '
+                    'native {"text", "image", "video"}; one document per element (vLLM\'s single {"content": [...]} '
+                    'object: one document per part)')
     top_n: Count | None = Field(None, ge=0, description="keep the best N (0 or omitted: all)")
     top_k: Count | None = Field(None, ge=0, description="alias of top_n (Voyage, Mixedbread)")
     return_documents: bool = Field(False, description="echo each document back in its result")
@@ -144,19 +179,22 @@ class RerankRequest(BaseModel):
                                            description="Cohere v1: score long documents as up to N windows, keep the best")
     chunking: Union[bool, ChunkingOptions, None] = Field(
         None, description="rerankd: long documents as windows ({max_chunks, overlap, aggregation}), or false to truncate")
+    fps: float | None = Field(None, gt=0, description="rerankd: frames per second sampled from videos (default 1)")
+    max_frames: int | None = Field(None, ge=2, description="rerankd: frames a video is sampled to at most (default 64)")
 
     def to_params(self) -> RerankParams:
-        texts = [_document_of(i, d, self.rank_fields) for i, d in enumerate(self.documents)]
-        returned = [d if isinstance(d, dict) else {"text": d} for d in self.documents]
+        documents = self.documents
+        texts = [_document_of(i, d, self.rank_fields) for i, d in enumerate(documents)]
+        returned = [d if isinstance(d, dict) else {"text": d} for d in documents]
         if self.return_documents:  # objects come back as sent: they must be writable as JSON
-            for i, d in enumerate(self.documents):
+            for i, d in enumerate(documents):
                 check_echoable(d, f"document {i}")
         return RerankParams(
-            model=self.model, query=self.query, documents=texts, returned=returned,
+            model=self.model, query=query_of(self.query), documents=texts, returned=returned,
             top_n=self.top_n if self.top_n is not None else self.top_k,
             return_documents=self.return_documents, raw_scores=self.raw_scores,
             instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc,
-            chunking=chunking_of(self.chunking, self.max_chunks_per_doc),
+            chunking=chunking_of(self.chunking, self.max_chunks_per_doc), fps=self.fps, max_frames=self.max_frames,
         )
 
 
@@ -211,10 +249,11 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    text_1: Union[str, list[str], None] = None
-    text_2: Union[str, list[str], None] = None
-    queries: Union[str, list[str], None] = None
-    documents: Union[str, list[str], None] = None
+    #: Strings, or vLLM's multimodal ``{"content": [parts]}`` (one item per part; vision-language models).
+    text_1: Union[str, list[str], dict[str, Any], None] = None
+    text_2: Union[str, list[str], dict[str, Any], None] = None
+    queries: Union[str, list[str], dict[str, Any], None] = None
+    documents: Union[str, list[str], dict[str, Any], None] = None
     raw_scores: bool = False
     instruction: str | None = None
     max_tokens_per_doc: Count | None = Field(None, ge=1)
@@ -224,8 +263,8 @@ class ScoreRequest(BaseModel):
         right = self.text_2 if self.text_2 is not None else self.documents
         if left is None or right is None:
             raise InputError("send text_1 and text_2 (or queries and documents)")
-        lefts = [left] if isinstance(left, str) else list(left)
-        rights = [right] if isinstance(right, str) else list(right)
+        lefts = _score_items("text_1" if self.text_1 is not None else "queries", left)
+        rights = _score_items("text_2" if self.text_2 is not None else "documents", right)
         if not lefts or not rights:
             raise InputError("text_1 and text_2 must not be empty lists")
         if len(lefts) == 1:
@@ -236,10 +275,24 @@ class ScoreRequest(BaseModel):
             )
         # Checked here, by position: the service groups pairs by query, so a later check could only
         # name a position inside a group.
-        _check_texts("text_1" if self.text_1 is not None else "queries", left, empty=EmptyQueryError)
-        _check_texts("text_2" if self.text_2 is not None else "documents", right, empty=InvalidDocumentError)
+        if not isinstance(left, dict):
+            _check_texts("text_1" if self.text_1 is not None else "queries", left, empty=EmptyQueryError)
+        if not isinstance(right, dict):
+            _check_texts("text_2" if self.text_2 is not None else "documents", right, empty=InvalidDocumentError)
         return ScoreParams(model=self.model, pairs=list(zip(lefts, rights)), raw_scores=self.raw_scores,
                            instruction=self.instruction, max_doc_tokens=self.max_tokens_per_doc)
+
+
+def _score_items(field: str, value: str | list[str] | dict[str, Any]) -> list[Any]:
+    """One side of a ``/score`` body as items: strings, or each part of vLLM's ``{"content": [parts]}``."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        items = content_documents(value)
+        if items is None:
+            raise InvalidDocumentError(f'{field} must be a string, a list of strings, or {{"content": [parts]}}')
+        return [native(item, f"{field}[{i}]") for i, item in enumerate(items)]
+    return list(value)
 
 
 def _check_texts(field: str, value: str | list[str], *, empty: type[InputError]) -> None:

@@ -5,6 +5,7 @@ from the cross-request scheduler), and shape each dialect's answer from the rank
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -60,9 +61,17 @@ class RerankService:
         self.drift = monitors_for(settings.drift, {name: (fingerprints[name], engine.family.kind)
                                                    for name, engine in self.engines.items()})
         chunking = ChunkSettings() if settings.long_documents == "chunk" else None
+        from rerankd.media.settings import MediaSettings
+
+        # The server's strict media policy replaces the Python API's permissive one for every model;
+        # the default sampling (1 fps, 64 frames) is kept within its caps (--max-video-fps/-frames).
+        defaults = MediaSettings()
+        media = MediaSettings(policy=settings.media, fps=min(defaults.fps, settings.media.max_fps),
+                              max_frames=max(2, min(defaults.max_frames, settings.media.max_frames)))
         self.pipelines: dict[str, Pipeline] = {
             name: engine.pipeline.with_limits(limits, observers=[self.drift[name]] if name in self.drift else [],
-                                              cache=self.cache, fingerprint=fingerprints[name], chunking=chunking)
+                                              cache=self.cache, fingerprint=fingerprints[name], chunking=chunking,
+                                              media=media)
             for name, engine in self.engines.items()
         }
         self.schedulers = {
@@ -137,6 +146,8 @@ class RerankService:
         truncate: bool = True,
         chunking: Any = None,
         cache_policy: Any = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
     ) -> tuple[Request, RequestScores]:
         """One request through its model's pipeline: validated, looked up in the result cache and tokenized
         in the pool (a Redis lookup may block up to its timeout), inferred in shared batches, finished."""
@@ -145,8 +156,9 @@ class RerankService:
         loop = asyncio.get_running_loop()
 
         def plan() -> Any:
+            media = pipeline.media.with_sampling(fps, max_frames) if fps is not None or max_frames is not None else None
             request = pipeline.request(query, documents, instruction=instruction, max_doc_tokens=max_doc_tokens,
-                                       truncate=truncate, chunking=chunking)
+                                       truncate=truncate, chunking=chunking, media=media)
             return pipeline.plan(request, cache_policy=cache_policy)
 
         planned = await loop.run_in_executor(self._pool, plan)
@@ -166,7 +178,8 @@ class RerankService:
         name = self.resolve(params.model)
         request, scores = await self.score(name, params.query, params.documents, instruction=params.instruction,
                                            max_doc_tokens=params.max_doc_tokens, truncate=params.truncate,
-                                           chunking=params.chunking, cache_policy=cache_policy)
+                                           chunking=params.chunking, cache_policy=cache_policy,
+                                           fps=params.fps, max_frames=params.max_frames)
         return name, self.pipelines[name].rank(request, scores, top_n=params.top_n)
 
     async def score_pairs(self, params: ScoreParams, cache_policy: Any = None) -> tuple[str, list[float], int]:
@@ -175,11 +188,13 @@ class RerankService:
         self.pipelines[name].check_document_count(len(params.pairs))
         groups: dict[str, list[int]] = {}
         for i, (query, _) in enumerate(params.pairs):
-            groups.setdefault(query, []).append(i)
+            # a multimodal query (a dict) is grouped by its JSON: equal queries share one request
+            key = query if isinstance(query, str) else json.dumps(query, sort_keys=True)
+            groups.setdefault(key, []).append(i)
         results = await asyncio.gather(*(
-            self.score(name, query, [params.pairs[i][1] for i in rows], instruction=params.instruction,
+            self.score(name, params.pairs[rows[0]][0], [params.pairs[i][1] for i in rows], instruction=params.instruction,
                        max_doc_tokens=params.max_doc_tokens, cache_policy=cache_policy)
-            for query, rows in groups.items()
+            for rows in groups.values()
         ))
         values = [0.0] * len(params.pairs)
         for rows, (_, scores) in zip(groups.values(), results):
@@ -190,6 +205,13 @@ class RerankService:
 
     def describe(self) -> dict[str, Any]:
         return {name: engine.describe() for name, engine in self.engines.items()}
+
+    def media_limits(self) -> dict[str, Any]:
+        """The server's media policy, for ``/info`` (remote domains, the local root, every cap)."""
+        from rerankd.server.settings import media_limits
+
+        return media_limits(self.settings.media)
+
 
 
 # -- the answer of each dialect ------------------------------------------------------------------------

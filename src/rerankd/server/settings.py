@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rerankd.cache.config import CacheSettings
 from rerankd.drift.settings import DriftSettings
 from rerankd.errors import InputError
+from rerankd.media.fetch import MediaPolicy
 
 LONG_DOCUMENTS = ("truncate", "chunk")
 
@@ -33,6 +35,10 @@ class ServerSettings:
         drift: the score-drift monitor (on by default).
         strict_model_names: with one model served, a request naming another model is a 404 (by default
             any name is answered by the one model, as TEI does; with several models it is always a 404).
+        media: where images and videos may come from and how big they may be (vision-language models).
+            The default is the strict policy: inline media only (data: URIs, base64), no remote URLs
+            (``--allow-media-domains``), no local paths (``--allowed-local-media-path``), private
+            addresses always refused, caps on images, frames, fps, seconds, bytes and pixels.
 
     Example:
         >>> ServerSettings(max_documents=100).max_documents
@@ -54,6 +60,7 @@ class ServerSettings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     strict_model_names: bool = False
+    media: MediaPolicy = field(default_factory=MediaPolicy)
 
     def __post_init__(self) -> None:
         if self.long_documents not in LONG_DOCUMENTS:
@@ -65,3 +72,15 @@ class ServerSettings:
             raise InputError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
         if not 0 <= self.port < 65536:
             raise InputError(f"port must be in 0..65535, got {self.port}")
+
+
+def media_limits(policy: Any) -> dict[str, Any]:
+    """A media policy as JSON: what may be fetched and every cap (``/info``, ``rerankd info``)."""
+    return {
+        "remote_domains": sorted(policy.allow_domains), "local_root": str(policy.allowed_local_root or "") or None,
+        "trusted_networks": list(policy.trusted_networks), "max_images_per_request": policy.max_images_per_request,
+        "max_frames": policy.max_frames, "max_fps": policy.max_fps, "max_video_seconds": policy.max_video_seconds,
+        "max_image_bytes": policy.max_bytes, "max_video_bytes": policy.max_video_bytes,
+        "max_pixels": policy.max_pixels, "image_timeout_s": policy.image_timeout_s,
+        "video_timeout_s": policy.video_timeout_s, "max_redirects": policy.max_redirects,
+    }

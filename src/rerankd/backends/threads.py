@@ -31,7 +31,7 @@ from typing import Any, Iterator
 #: or more; smaller batches (a request's last, shorter one) weigh less, their fixed costs are larger.
 SMOOTHING, FULL_BATCH = 0.3, 2048
 #: Probe intervals, in batches: the first probe comes soon; each losing probe doubles the wait.
-FIRST_PROBE, LONGEST_PROBE = 4, 64
+FIRST_PROBE, LONGEST_PROBE = 8, 256
 #: The running choice this much slower than when it was chosen means the machine changed.
 SLOWDOWN = 1.3
 

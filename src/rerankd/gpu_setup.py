@@ -10,9 +10,7 @@ MPS both only check the options: nothing is measured or planned.
 
 from __future__ import annotations
 
-import json
 import logging
-import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -153,18 +151,10 @@ def _run(pipeline: Any, rows: int, length: int) -> None:
 
 def count_parameters(model_dir: Path) -> int:
     """Weights in a checkpoint, read from the safetensors headers (no tensor is loaded); else from file sizes."""
-    total = 0
-    files = sorted(model_dir.glob("*.safetensors"))
-    for path in files:
-        with open(path, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                count = 1
-                for dim in entry["shape"]:
-                    count *= int(dim)
-                total += count
+    from rerankd.memory import read_weights
+
+    weights = read_weights(model_dir)
+    total = weights.parameters if weights is not None else 0
     if total:
         return total
     from rerankd.measure import weights_size_bytes

@@ -78,6 +78,14 @@ class ModelWeights:
         return self.parameters * BYTES_PER_ELEMENT[dtype]
 
 
+def safetensors_header(file: Path) -> tuple[dict, int]:
+    """A safetensors file's JSON header and where its data starts: the format is an 8-byte header
+    length, the header (``dtype``, ``shape``, ``data_offsets`` per tensor), then the data."""
+    with open(file, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        return json.loads(fh.read(length)), 8 + length
+
+
 def read_weights(model_dir: Path) -> ModelWeights | None:
     """The parameter count of a safetensors checkpoint, or None for other formats."""
     files = sorted(model_dir.glob("*.safetensors"))
@@ -86,9 +94,7 @@ def read_weights(model_dir: Path) -> ModelWeights | None:
     parameters = largest = 0
     file_bytes = 4
     for file in files:
-        with open(file, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
+        header, _ = safetensors_header(file)
         for name, entry in header.items():
             if name == "__metadata__":
                 continue

@@ -128,14 +128,11 @@ def _kept_in_fp32(model_class: Any, dtype: Any) -> list[str]:
 
 
 def _data_offsets(file: Path) -> dict[str, int]:
-    """Each tensor's first byte in ``file``: safetensors is an 8-byte header length, a JSON header
-    holding ``data_offsets`` relative to its end, then the data."""
-    import struct
+    """Each tensor's first byte in ``file``."""
+    from rerankd.memory import safetensors_header
 
-    with open(file, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
-    return {name: 8 + length + int(entry["data_offsets"][0]) for name, entry in header.items() if name != "__metadata__"}
+    header, start = safetensors_header(file)
+    return {name: start + int(entry["data_offsets"][0]) for name, entry in header.items() if name != "__metadata__"}
 
 
 def _numel(shape: Any) -> int:

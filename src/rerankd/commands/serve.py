@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from rerankd.commands.options import add_model_options, load_reranker
+from rerankd.commands.options import add_model_options
 from rerankd.errors import InputError
 
 
@@ -163,12 +163,27 @@ def settings_from(args: argparse.Namespace) -> Any:
         raise InputError(str(exc)) from exc
 
 
-def load_engines(args: argparse.Namespace) -> dict[str, Any]:
-    """Served name → loaded reranker, in the order given (fails fast, before the port opens)."""
+def serve_load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:meth:`Reranker.from_pretrained`'s arguments for every served model (the model itself aside)."""
+    from rerankd.commands.options import load_options
+
+    options = load_options(args)
+    options.pop("model")
+    return {**options, "feature_cache_bytes": args.vision_cache_bytes}
+
+
+def load_engines(models: list[str] | None, load_options: dict[str, Any]) -> dict[str, Any]:
+    """Served name → loaded reranker, in the order given (fails fast, before the port opens).
+
+    ``models``: ``--model`` values (``NAME=MODEL`` or ``MODEL``; None: the bundled model);
+    ``load_options``: :func:`serve_load_options` (also what each Ray Serve replica loads with).
+    """
+    from rerankd.engine import Reranker
+
     engines: dict[str, Any] = {}
-    for spec in args.model or [None]:
+    for spec in models or [None]:
         name, model = parse_model_spec(spec) if spec else (None, None)
-        reranker = load_reranker(args, model=model, feature_cache_bytes=args.vision_cache_bytes)
+        reranker = Reranker.from_pretrained(model, **load_options)
         name = name or reranker.name
         if name in engines:
             raise InputError(f"two models are served as {name!r}; give them distinct names with NAME=MODEL")
@@ -188,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(message)s")
     if args.ray:
         return run_on_ray(args, settings)
-    engines = load_engines(args)
+    engines = load_engines(args.model, serve_load_options(args))
     app = create_app(engines, settings)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, finish in-flight requests,
     # then the app's lifespan lets the inference workers drain. Afterwards uvicorn re-raises the signal
@@ -207,12 +222,10 @@ def run_on_ray(args: argparse.Namespace, settings: Any) -> int:
     import signal
     import threading
 
-    from rerankd.commands.options import load_options
     from rerankd.ray.serving import build_app, parse_autoscale
 
     autoscale = parse_autoscale(args.autoscale) if args.autoscale else None
-    options = load_options(args)
-    options.pop("model")
+    options = serve_load_options(args)
     # Checked here, before Ray starts: a bad value fails in a second, with exit status 2.
     app = build_app(args.model, settings, load_options=options, replicas=args.replicas, autoscale=autoscale,
                     target_ongoing_requests=args.target_ongoing_requests, replica_cpus=args.replica_cpus,

@@ -14,7 +14,6 @@ Example (a Serve app of your own):
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any, Sequence
 
@@ -27,9 +26,6 @@ REPLICA_HEADER = b"x-rerankd-replica"
 DEFAULT_MAX_ONGOING = 64
 #: Default target of ongoing requests per replica for --autoscale.
 DEFAULT_TARGET_ONGOING = 8
-#: What :func:`rerankd.commands.options.load_options` gives when the CLI's model options are left alone.
-LOAD_DEFAULTS: dict[str, Any] = {"revision": None, "device": "auto", "dtype": "auto", "backend": "torch",
-                                 "max_length": None, "batch_tokens": None, "max_memory": None}
 
 
 def parse_autoscale(spec: str) -> tuple[int, int]:
@@ -82,8 +78,7 @@ class RerankdReplica:
             pass
         from rerankd.commands.serve import load_engines
 
-        self.engines = load_engines(argparse.Namespace(model=[m for m in models if m] or None,
-                                                       **{**LOAD_DEFAULTS, **load_options}))
+        self.engines = load_engines([m for m in models if m] or None, load_options)
         self.settings = settings
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -128,9 +123,10 @@ def build_app(
         raise InputError(f"--replica-gpus must be 0 or more, got {replica_gpus}")
     if target_ongoing_requests <= 0:
         raise InputError(f"--target-ongoing-requests must be more than 0, got {target_ongoing_requests}")
-    unknown = set(load_options or {}) - set(LOAD_DEFAULTS)
+    known = load_option_names()
+    unknown = set(load_options or {}) - known
     if unknown:
-        raise InputError(f"unknown load option {sorted(unknown)[0]!r}; use one of {', '.join(LOAD_DEFAULTS)}")
+        raise InputError(f"unknown load option {sorted(unknown)[0]!r}; use one of {', '.join(sorted(known))}")
     scaling: dict[str, Any]
     if autoscale is not None:
         scaling = {"autoscaling_config": {"min_replicas": autoscale[0], "max_replicas": autoscale[1],
@@ -147,3 +143,12 @@ def build_app(
     )
     return deployment.bind(list(models or [None]), dict(load_options or {}), settings or ServerSettings(),
                            max(1, int(replica_cpus)))
+
+
+def load_option_names() -> set[str]:
+    """The keyword arguments :meth:`Reranker.from_pretrained` takes (the model aside)."""
+    import inspect
+
+    from rerankd.engine import Reranker
+
+    return set(inspect.signature(Reranker.from_pretrained).parameters) - {"cls", "model"}

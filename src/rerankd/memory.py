@@ -160,7 +160,7 @@ def candidates(backend: str, dtype: str | None, device: str, default_dtype: str)
     On a CPU without native bf16 (``default_dtype`` fp32) int8 linear layers come before bf16, which
     such CPUs emulate at under 1 GFLOP/s.
     """
-    if backend not in ("torch", "torch-int8") or dtype is not None or backend == "torch-int8":
+    if backend != "torch" or dtype is not None:
         return [Candidate(backend, "int8" if backend == "torch-int8" else (dtype or default_dtype))]
     options = [Candidate("torch", default_dtype)]
     if device == "cpu" and default_dtype == "float32":

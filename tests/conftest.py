@@ -122,3 +122,10 @@ def local_ray():  # type: ignore[no-untyped-def]
 def qwen3_vl(models_dir: Path) -> Path:
     tiny_models.skip_without_shared(QWEN3)
     return _cached(models_dir, "qwen3-vl", tiny_models.qwen3_vl)
+
+
+@pytest.fixture(scope="session")
+def qwen3_vl_small(models_dir: Path) -> Path:
+    """The same family as ``qwen3_vl``, narrower (32 wide) with one text layer: a distillation student."""
+    tiny_models.skip_without_shared(QWEN3)
+    return _cached(models_dir, "qwen3-vl-small", lambda p: tiny_models.qwen3_vl(p, shape="small"))

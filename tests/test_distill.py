@@ -225,9 +225,11 @@ def _uninterrupted_and_killed(teacher: Path, student: str, tmp_path: Path, *extr
 
 
 @pytest.mark.slow
-def test_exact_resume_after_a_kill(bert_ce: Path, tmp_path: Path) -> None:
-    """SIGKILL mid-run (hybrid: projections and schedule in the state too), then --resume: the same curve and weights."""
-    straight, killed = _uninterrupted_and_killed(bert_ce, "layers:1", tmp_path, "--loss", "hybrid")
+@pytest.mark.parametrize("teacher", ["bert_ce", "qwen3_vl"])
+def test_exact_resume_after_a_kill(teacher: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """SIGKILL mid-run (hybrid: projections and schedule in the state too), then --resume: the same curve and weights
+    (a cross-encoder, and a vision-language model keeping text layers of its teacher)."""
+    straight, killed = _uninterrupted_and_killed(request.getfixturevalue(teacher), "layers:1", tmp_path, "--loss", "hybrid")
     assert _rows(killed / "steps.csv") == _rows(straight / "steps.csv")
     assert _rows(killed / "evals.csv") == _rows(straight / "evals.csv")
     from safetensors.numpy import load_file
@@ -349,7 +351,7 @@ def test_cut_student_keeping_every_layer_equals_teacher(bert_ce: Path, qwen3_lm:
 
 @pytest.mark.slow
 def test_trainable_scores_equal_the_engine_for_every_family(bert_ce: Path, qwen3_lm: Path, qwen3_seq_cls: Path,
-                                                            bi_encoder: Path) -> None:
+                                                            bi_encoder: Path, qwen3_vl: Path) -> None:
     """Training reads pairs exactly as rerankd serves them: the trainable model's fp32 scores are the engine's."""
     import torch
 
@@ -357,7 +359,8 @@ def test_trainable_scores_equal_the_engine_for_every_family(bert_ce: Path, qwen3
     from rerankd.training.models import PairTexts, load_trainable
 
     docs = ["Vitamin D supplements increase bone density.", "Bananas are yellow.", "Sleep matters."]
-    for model, family in ((bert_ce, "auto"), (qwen3_lm, "auto"), (qwen3_seq_cls, "auto"), (bi_encoder, "bi-encoder")):
+    for model, family in ((bert_ce, "auto"), (qwen3_lm, "auto"), (qwen3_seq_cls, "auto"), (bi_encoder, "bi-encoder"),
+                          (qwen3_vl, "auto")):
         trainable = load_trainable(model, family=family).train(False)
         with torch.no_grad():
             ours = trainable.forward(trainable.encode(PairTexts(["vitamin d"] * 3, docs, ["Find evidence"] * 3))).scores

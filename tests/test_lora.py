@@ -126,3 +126,43 @@ def test_unknown_lora_target_is_refused_naming_it(qwen3_lm: Path) -> None:
 
     with pytest.raises(InputError, match="query_proj"):
         apply_lora(load_trainable(qwen3_lm), parse_lora("targets=query_proj"))
+
+
+def test_vl_lora_on_the_language_model_merged_equals_base_plus_adapter(qwen3_vl: Path, tmp_path: Path) -> None:
+    """LoRA on Qwen3-VL's language model (q_proj, v_proj exist only there; the vision tower's are qkv, proj):
+    training moves the scores of text and image documents, merged == base + adapter, and the peft model as
+    training ran it scores like the merged weights."""
+    import peft
+    import torch
+    from PIL import Image
+
+    from rerankd.cli import main
+    from rerankd.documents import Document
+    from rerankd.training.models import PairTexts, load_trainable
+
+    skip_without_shared("data/scifact")
+    common = ["train", "--base", str(qwen3_vl), "--data", str(DATA / "scifact"), "--max-train-queries", "4",
+              "--max-dev-queries", "2", "--eval-depth", "4", "--negatives", "3", "--max-length", "96",
+              "--groups-per-batch", "2", "--epochs", "1", "--lr", "5e-3", "--no-bf16", "--no-progress", "--no-compare",
+              "--lora", "r=4,alpha=8,targets=q_proj,v_proj"]
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    assert main([*common, "--out", str(adapter)]) == 0
+    assert main([*common, "--out", str(merged), "--merge-lora"]) == 0
+    assert (adapter / "adapter_config.json").is_file() and not (adapter / "config.json").exists()
+    assert (merged / "preprocessor_config.json").is_file()
+    docs = [*DOCS[:2], Document.image(Image.new("RGB", (64, 48), (200, 40, 40)))]
+
+    def scores(model: Path, **kw) -> np.ndarray:  # type: ignore[no-untyped-def]
+        from rerankd import Reranker
+
+        return np.array(Reranker.from_pretrained(str(model), device="cpu", dtype="fp32", **kw).score(QUERY, docs, raw=True))
+
+    base, with_adapter = scores(qwen3_vl), scores(qwen3_vl, adapter=adapter)
+    assert np.max(np.abs(with_adapter - base)) > 1e-3  # training moved the scores
+    np.testing.assert_allclose(scores(merged), with_adapter, atol=1e-5)
+    model = load_trainable(qwen3_vl)
+    model.net = peft.PeftModel.from_pretrained(model.net, str(adapter))
+    model.train(False)
+    with torch.no_grad():
+        ours = model.forward(model.encode(PairTexts([QUERY] * 3, docs, [None] * 3))).scores.numpy()
+    np.testing.assert_allclose(ours, with_adapter, atol=1e-5)

@@ -215,16 +215,25 @@ QWEN3_VL_TINY_TEXT = dict(hidden_size=64, num_hidden_layers=3, num_attention_hea
                                            "mrope_section": [4, 2, 2], "mrope_interleaved": True})
 QWEN3_VL_TINY_VISION = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                             deepstack_visual_indexes=[0, 1], num_position_embeddings=64)
+#: A smaller model of the same family (a distillation student): half as wide, one text layer.
+QWEN3_VL_SMALL_TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                           head_dim=16, intermediate_size=64, max_position_embeddings=32768,
+                           rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
+                                            "mrope_section": [4, 2, 2], "mrope_interleaved": True})
+QWEN3_VL_SMALL_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
+                             deepstack_visual_indexes=[0], num_position_embeddings=64)
 
 
 def qwen3_vl(out: Path, shape: str = "tiny", init_range: float = 0.1) -> Path:
     """A random Qwen3VLForConditionalGeneration saved as the hub ships it (config, weights, tokenizer,
-    preprocessor_config.json, chat_template.json). ``shape``: ``tiny`` (tests) or ``2b`` (benchmarks)."""
+    preprocessor_config.json, chat_template.json). ``shape``: ``tiny`` (tests), ``small`` (a narrower,
+    1-layer student of the tiny one) or ``2b`` (benchmarks)."""
     import torch
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     tok = qwen3_tokenizer()
-    text, vision = (QWEN3_VL_TINY_TEXT, QWEN3_VL_TINY_VISION) if shape == "tiny" else (QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION)
+    text, vision = {"tiny": (QWEN3_VL_TINY_TEXT, QWEN3_VL_TINY_VISION), "small": (QWEN3_VL_SMALL_TEXT, QWEN3_VL_SMALL_VISION),
+                    "2b": (QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION)}[shape]
     cfg = Qwen3VLConfig(
         text_config=dict(vocab_size=151936, hidden_act="silu", rms_norm_eps=1e-6, initializer_range=init_range,
                          tie_word_embeddings=True, **text),
@@ -238,7 +247,7 @@ def qwen3_vl(out: Path, shape: str = "tiny", init_range: float = 0.1) -> Path:
     )
     torch.manual_seed(0)
     model = Qwen3VLForConditionalGeneration(cfg).eval()
-    if shape != "tiny":
+    if shape == "2b":
         model = model.to(torch.bfloat16)
     model.save_pretrained(out)
     tok.save_pretrained(out)

@@ -80,6 +80,8 @@ def _merge(base_dir: Path, adapter_dir: Path, out: Path) -> None:
     architectures = [str(a) for a in config.get("architectures") or []]
     if any(a.endswith("ForCausalLM") for a in architectures):
         auto = transformers.AutoModelForCausalLM
+    elif any(a.endswith("ForConditionalGeneration") for a in architectures):
+        auto = transformers.AutoModelForImageTextToText  # a vision-language reranker (Qwen3-VL)
     elif any(a.endswith("ForSequenceClassification") for a in architectures):
         auto = transformers.AutoModelForSequenceClassification
     else:

@@ -180,6 +180,13 @@ class VisionLanguageYesNo(nn.Module):
                                deepstack_visual_embeds=deepstack, use_cache=False).last_hidden_state[0]
 
     def _padded(self, sequences: Sequence[Encoded], features: dict[bytes, tuple[Any, ...]]) -> Any:
+        out, _ = self.padded_text(sequences, features)
+        return out.last_hidden_state[:, -1, :].float() @ self.head_row
+
+    def padded_text(self, sequences: Sequence[Encoded], features: dict[bytes, tuple[Any, ...]],
+                    hidden_states: bool = False) -> tuple[Any, Any]:
+        """The text model's output over the left-padded batch (every layer's states with ``hidden_states``)
+        and the attention mask; training (:mod:`rerankd.training.models`) reads it through the same code."""
         device = self.head_row.device
         width = max(len(s) for s in sequences)
         ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
@@ -192,10 +199,10 @@ class VisionLanguageYesNo(nn.Module):
             positions[:, row, width - n:] = self._positions(seq)
         ids, attention, positions = ids.to(device), attention.to(device), positions.to(device)
         embeds, mask, deepstack = self._embed(ids, sequences, features)
-        hidden = self.text_model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
-                                 visual_pos_masks=mask, deepstack_visual_embeds=deepstack,
-                                 use_cache=False).last_hidden_state
-        return hidden[:, -1, :].float() @ self.head_row
+        out = self.text_model(inputs_embeds=embeds, attention_mask=attention, position_ids=positions,
+                              visual_pos_masks=mask, deepstack_visual_embeds=deepstack,
+                              output_hidden_states=hidden_states, use_cache=False)
+        return out, attention
 
 
 def build_vision_language(family: Family, head: YesNoRow, path: str, common: dict[str, Any],

@@ -10,13 +10,17 @@ for the family's head (:mod:`rerankd.families.heads`):
   row read from the LM head (or the converted classifier's ``score`` row) at every step, so a trained
   or LoRA-adapted model scores exactly as rerankd's inference head; its scoring position is the last
   token (sequences are left-padded).
+* ``yes-no-row/vision`` (:class:`VisionLanguageYesNoModel`): a Qwen3-VL ``*ForConditionalGeneration``;
+  the same score, its forward the inference module's (:class:`rerankd.backends.vision_language.VisionLanguageYesNo`:
+  vision tower on the pairs' images and videos, visual tokens and deepstack features scattered in,
+  M-RoPE positions), left-padded. Text-only pairs run the text model alone.
 * ``pooled-embedding`` (:class:`PooledModel`): a sentence-transformers bi-encoder; the query and the
   documents are embedded apart and scored by cosine.
 
 Every model returns per-pair scores and, when asked, per-pair feature vectors of chosen hidden-state
 layers (at the scoring position or mean-pooled), which is what feature distillation compares across
-families and widths. A new family (e.g. vision-language) plugs in by registering its head kind in
-:data:`MODELS`.
+families and widths. A new family plugs in by registering its head key
+(:func:`rerankd.backends.torch_modules.head_key`) in :data:`MODELS`.
 
 Example:
     >>> student = load_trainable("runs/ce", max_length=256)                     # doctest: +SKIP
@@ -39,15 +43,19 @@ from rerankd._optional import require
 from rerankd.errors import InputError, UnsupportedModelError
 
 FEATURE_POOLINGS = ("position", "mean")
-STUDENT_FAMILIES = ("auto", "cross-encoder", "llm-yes-no", "bi-encoder")
+STUDENT_FAMILIES = ("auto", "cross-encoder", "llm-yes-no", "vision-language", "bi-encoder")
 
 
 @dataclass
 class PairTexts:
-    """Flat (query, document) pairs of a batch, with the task instruction of each pair's query."""
+    """Flat (query, document) pairs of a batch, with the task instruction of each pair's query.
 
-    queries: list[str]
-    docs: list[str]
+    Queries and documents are texts, or :class:`rerankd.documents.Document` s with images or videos
+    for a vision-language model.
+    """
+
+    queries: list[Any]
+    docs: list[Any]
     instructions: list[str | None]
 
     def __len__(self) -> int:
@@ -73,6 +81,21 @@ def _runs(pairs: PairTexts) -> list[tuple[int, int]]:
             runs.append((start, i))
             start = i
     return runs
+
+
+def _document(value: Any) -> Any:
+    from rerankd.documents import Document
+
+    return value if isinstance(value, Document) else Document.text(value)
+
+
+def _size(value: Any) -> int:
+    """A length to sort pairs by (characters of text; a document's text, plus a share for each medium)."""
+    from rerankd.documents import Document
+
+    if not isinstance(value, Document):
+        return len(value)
+    return sum(len(p.value) if p.modality == "text" else 1000 for p in value.parts)
 
 
 def _masked_mean(hidden: Any, mask: Any) -> Any:
@@ -167,8 +190,9 @@ class TrainableModel:
         from rerankd.batching import pad_batch
 
         if any(s.extras for s in sequences):
-            # Image and video inputs (vision-language families) need their own collation here first.
-            raise UnsupportedModelError(f"training {self.family.kind} models on non-text inputs is not supported yet")
+            # Extras (media, M-RoPE positions) only come from vision-language families, whose model
+            # collates its sequences itself (VisionLanguageYesNoModel.encode).
+            raise UnsupportedModelError(f"{type(self).__name__} cannot read the media of {self.family.kind} sequences")
         batch = pad_batch(sequences, self.family.padding)
         inputs = {"input_ids": torch.from_numpy(batch.input_ids).to(self.device),
                   "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device)}
@@ -177,19 +201,21 @@ class TrainableModel:
         return inputs
 
     def _requests(self, pairs: PairTexts) -> list[tuple[int, int, Any]]:
-        from rerankd.documents import Document
-
-        return [(start, end, self.family.prepare(Document.text(pairs.queries[start]),
-                                                 [Document.text(d) for d in pairs.docs[start:end]],
+        return [(start, end, self.family.prepare(_document(pairs.queries[start]),
+                                                 [_document(d) for d in pairs.docs[start:end]],
                                                  instruction=pairs.instructions[start]))
                 for start, end in _runs(pairs)]
 
-    def encode(self, pairs: PairTexts) -> dict[str, Any]:
-        """Padded tensors for the pairs, tokenized by the family exactly as at inference."""
+    def _doc_sequences(self, pairs: PairTexts) -> list[Any]:
+        """The family's encoded sequence of every pair, in order."""
         sequences = []
         for _, _, request in self._requests(pairs):
             sequences += [request.sequences[i] for i in request.doc_sequences]
-        return self._tensors(sequences)
+        return sequences
+
+    def encode(self, pairs: PairTexts) -> dict[str, Any]:
+        """Padded tensors for the pairs, tokenized by the family exactly as at inference."""
+        return self._tensors(self._doc_sequences(pairs))
 
     # -- forward --------------------------------------------------------------------------------------
 
@@ -216,7 +242,7 @@ class TrainableModel:
         torch = require("torch")
         from rerankd.training.trainer import autocast
 
-        lengths = [len(q) + len(d) for q, d in zip(pairs.queries, pairs.docs)]
+        lengths = [_size(q) + _size(d) for q, d in zip(pairs.queries, pairs.docs)]
         order = np.argsort(lengths, kind="stable")
         out = np.zeros(len(pairs), dtype=np.float64)
         was_training = self.training
@@ -282,6 +308,59 @@ class YesNoModel(TrainableModel):
         return hidden[:, -1]  # left-padded: the answer position of every row
 
 
+class VisionLanguageYesNoModel(YesNoModel):
+    """A Qwen3-VL yes/no reranker: the inference module's forward (vision tower, visual tokens and deepstack
+    features scattered in, M-RoPE positions), left-padded, scored with the current yes − no row."""
+
+    kind = "yes-no-row/vision"
+
+    @property
+    def text_config(self) -> Any:
+        return self.config.get_text_config()
+
+    @property
+    def width(self) -> int:
+        return int(self.text_config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.text_config.num_hidden_layers)
+
+    def encode(self, pairs: PairTexts) -> dict[str, Any]:
+        """The family's sequences (token ids, media, positions): the module pads them as inference does."""
+        return {"sequences": self._doc_sequences(pairs)}
+
+    def _module(self) -> Any:
+        from rerankd.backends.vision_language import VisionLanguageYesNo
+
+        config = self.config
+        # No feature cache: the tower's output carries gradients, and the tower may be training.
+        # The row given here only places the inputs; scores use _row() so that gradients reach it.
+        row = self._row().detach()
+        return VisionLanguageYesNo(self.hf.model, row, self.family.pad_token_id, int(config.image_token_id),
+                                   int(config.video_token_id))
+
+    def forward(self, inputs: dict[str, Any], layers: Sequence[int] = (), pooling: str = "position") -> ModelOutput:
+        module = self._module()
+        sequences = inputs["sequences"]
+        out, mask = module.padded_text(sequences, module.visual_features(sequences), hidden_states=bool(layers))
+        scores = out.last_hidden_state[:, -1, :].float() @ self._row().float()
+        features = self._features(out.hidden_states, mask, layers, pooling) if layers else None
+        return ModelOutput(scores, features)
+
+    def save_weights(self, model: Any, out_dir: Path, max_length: int) -> None:
+        super().save_weights(model, out_dir, max_length)
+        # The image processor's settings and the chat template: the family reads them at load.
+        for name in VL_PROCESSOR_FILES:
+            if (self.source / name).is_file():
+                shutil.copy2(self.source / name, Path(out_dir) / name)
+
+
+#: The processor files of a Qwen3-VL model folder, beside its weights and tokenizer.
+VL_PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "chat_template.json",
+                      "chat_template.jinja")
+
+
 class PooledModel(TrainableModel):
     """A bi-encoder: each pair's query and document embedded apart (each distinct query once)."""
 
@@ -340,10 +419,11 @@ class PooledModel(TrainableModel):
             json.dumps({"max_seq_length": max_length, "do_lower_case": False}), encoding="utf-8")
 
 
-#: head kind → the trainable model class and the transformers auto class its weights load with.
+#: head key (``head_key``) → the trainable model class and the transformers auto class its weights load with.
 MODELS: dict[str, tuple[type[TrainableModel], Callable[[Any], str]]] = {
     "pair-logit": (PairLogitModel, lambda head: "AutoModelForSequenceClassification"),
     "yes-no-row": (YesNoModel, lambda head: "AutoModelForSequenceClassification" if head.row_source == "score" else "AutoModelForCausalLM"),
+    "yes-no-row/vision": (VisionLanguageYesNoModel, lambda head: "AutoModelForImageTextToText"),
     "pooled-embedding": (PooledModel, lambda head: "AutoModel"),
 }
 
@@ -352,16 +432,19 @@ def _disable_attention_dropout(config: Any) -> None:
     # Attention dropout makes torch skip the fused SDPA kernel: measured 7.4 s vs 1.0 s for the
     # attention forward of a 32x256 MiniLM batch on CPU (PERF.md). Hidden dropout alone is cheap
     # and keeps most of the regularisation.
-    for name in ("attention_probs_dropout_prob", "attention_dropout"):
-        if hasattr(config, name):
-            setattr(config, name, 0.0)
+    # A vision-language config keeps its text model's settings in a sub-config.
+    text = config.get_text_config()
+    for sub in [config] if text is config else [config, text]:
+        for name in ("attention_probs_dropout_prob", "attention_dropout"):
+            if hasattr(sub, name):
+                setattr(sub, name, 0.0)
 
 
 def _family_of(model_dir: Path, wanted: str, max_length: int | None, teacher: bool) -> Any:
     """The family a model trains as: its own, or (``auto``) a cross-encoder for a bi-encoder or a bare encoder."""
     from rerankd.families import CrossEncoderFamily, load_family
     from rerankd.families.base import load_tokenizer, read_json
-    from rerankd.families.detect import DECODER_TYPES, detect_kind
+    from rerankd.families.detect import DECODER_TYPES, VISION_LANGUAGE_TYPES, detect_kind
 
     if wanted not in STUDENT_FAMILIES:
         raise InputError(f"unknown model family {wanted!r}; use one of {STUDENT_FAMILIES}")
@@ -371,7 +454,7 @@ def _family_of(model_dir: Path, wanted: str, max_length: int | None, teacher: bo
     except UnsupportedModelError:
         kind = None  # a bare encoder (e.g. a BertModel): it trains as a cross-encoder with a new head
     if wanted == "auto":
-        wanted = kind if kind in ("llm-yes-no", "cross-encoder") or (teacher and kind) else "cross-encoder"
+        wanted = kind if kind in ("llm-yes-no", "vision-language", "cross-encoder") or (teacher and kind) else "cross-encoder"
     if wanted != "cross-encoder" and wanted != kind:
         raise InputError(f"{model_dir} is a {kind or 'bare encoder'} model; it cannot train as a {wanted}")
     if wanted != "cross-encoder" or kind == "cross-encoder":
@@ -382,6 +465,8 @@ def _family_of(model_dir: Path, wanted: str, max_length: int | None, teacher: bo
         return family
     if str(config.get("model_type", "")) in DECODER_TYPES:
         raise InputError(f"{model_dir} is a decoder; it trains as an LLM yes/no reranker, not a cross-encoder")
+    if str(config.get("model_type", "")) in VISION_LANGUAGE_TYPES:
+        raise InputError(f"{model_dir} is a vision-language model; it trains as a vision-language reranker, not a cross-encoder")
     fresh = {**config, "num_labels": 1, "id2label": {"0": "LABEL_0"}}
     length = max_length or 512
     return CrossEncoderFamily(model_dir, fresh, load_tokenizer(model_dir), length)
@@ -392,7 +477,7 @@ def load_trainable(model: str | Path | None, *, family: str = "auto", max_length
     """A trainable model of ``model`` (directory, hub id, ``None`` for the bundled all-MiniLM-L6-v2).
 
     Args:
-        family: ``auto`` keeps an LLM reranker or cross-encoder as it is and makes a bi-encoder or a
+        family: ``auto`` keeps an LLM or vision-language reranker or a cross-encoder as it is and makes a bi-encoder or a
             bare encoder a cross-encoder with a new 1-label head (what ``rerankd train`` has always
             done); ``bi-encoder`` trains a bi-encoder as one.
         max_length: tokens per pair (the family's default when ``None``).
@@ -403,7 +488,9 @@ def load_trainable(model: str | Path | None, *, family: str = "auto", max_length
 
     model_dir, _ = resolve_model(str(model) if model else None)
     fam = _family_of(model_dir, family, max_length, teacher)
-    cls, auto_name = MODELS[fam.head.kind]
+    from rerankd.backends.torch_modules import head_key
+
+    cls, auto_name = MODELS[head_key(fam.head)]
     config = transformers.AutoConfig.from_pretrained(str(model_dir))
     if fam.kind == "cross-encoder" and not teacher:
         config.num_labels = 1

@@ -19,11 +19,21 @@ from rerankd.errors import InputError, UnsupportedModelError
 LAYERS_PREFIX = "layers:"
 
 
+def _text_config(model: Any) -> Any:
+    """The config of the text stack (a vision-language model's ``text_config``; the config itself otherwise)."""
+    return model.config.get_text_config()
+
+
 def transformer_layers(model: Any) -> Any:
-    """The ``nn.ModuleList`` of transformer blocks of any HF encoder or decoder model."""
+    """The ``nn.ModuleList`` of transformer blocks of any HF encoder or decoder model.
+
+    For a vision-language model they are its language model's blocks, never the vision tower's
+    (which may have as many).
+    """
     torch = require("torch")
-    count = int(model.config.num_hidden_layers)
-    for module in model.modules():
+    count = int(_text_config(model).num_hidden_layers)
+    root = model.get_decoder() if _text_config(model) is not model.config else model
+    for module in root.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == count:
             return module
     raise UnsupportedModelError(f"could not find the {count} transformer layers of {type(model).__name__}")
@@ -64,10 +74,11 @@ def cut_layers(model: Any, layers: list[int]) -> Any:
     blocks = transformer_layers(student)
     kept = torch.nn.ModuleList([blocks[i] for i in layers])
     _replace_module(student, blocks, kept)
-    student.config.num_hidden_layers = len(layers)
+    config = _text_config(student)
+    config.num_hidden_layers = len(layers)
     # Per-layer metadata some architectures carry (e.g. Qwen's sliding-window layer types).
-    if isinstance(getattr(student.config, "layer_types", None), list):
-        student.config.layer_types = [student.config.layer_types[i] for i in layers]
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = [config.layer_types[i] for i in layers]
     for new_index, block in enumerate(kept):
         for module in block.modules():
             if hasattr(module, "layer_idx"):

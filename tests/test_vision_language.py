@@ -131,6 +131,26 @@ def test_logits_match_reference(packed, reference, images) -> None:  # type: ign
         assert abs(ours - ref) < TOL, (name, ours, ref)
 
 
+def test_a_video_file_matches_the_reference(packed, padded, reference, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A video *file* (decoded and sampled by PyAV at 1 fps: 4 frames, 2 temporal patches with timestamps)
+    scored end to end: prompt, token ids and the fp32 logit equal the reference's, packed and padded."""
+    pytest.importorskip("av")
+    from media_helpers import write_video
+
+    clip = write_video(tmp_path / "clip.mkv")
+    query, document = Document.text("a moving scene"), Document.video(str(clip))
+    ref_inputs = reference.inputs(_side(query), _side(document))
+    family, _ = packed
+    seq = family.prepare(query, [document]).sequences[0]
+    assert family.prompts(query, [document])[0] == ref_inputs.text
+    assert list(seq.input_ids) == ref_inputs.input_ids
+    assert seq.input_ids.count(family.video_token_id) == 2 * 20 * 28 // 4
+    ref = reference.logit(_side(query), _side(document))
+    for fam, backend in (packed, padded):
+        ours = float(_forward(fam, backend, query, [document])[0])
+        assert abs(ours - ref) < TOL, (ours, ref)
+
+
 @pytest.fixture
 def short_inputs(packed, reference):  # type: ignore[no-untyped-def]
     """The shared family and reference with max_length 400, restored afterwards."""

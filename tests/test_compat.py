@@ -75,6 +75,7 @@ def _plain_bi_encoder(out: Path) -> Path:
     """A tiny BERT in the sentence-transformers layout, written by hand (no sentence-transformers here)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    tiny_models.skip_without_shared(f"tokenizers/{tiny_models.MINILM_TOKENIZER.name}")
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_models.MINILM_TOKENIZER))
     cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

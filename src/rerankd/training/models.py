@@ -137,12 +137,17 @@ class TrainableModel:
         return self.hf.config
 
     @property
+    def text_config(self) -> Any:
+        """The config of the stack that scores (a vision-language model's text model; the config itself otherwise)."""
+        return self.config.get_text_config()
+
+    @property
     def width(self) -> int:
-        return int(self.config.hidden_size)
+        return int(self.text_config.hidden_size)
 
     @property
     def num_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
+        return int(self.text_config.num_hidden_layers)
 
     def parameters(self) -> Any:
         return self.net.parameters()
@@ -313,18 +318,6 @@ class VisionLanguageYesNoModel(YesNoModel):
     features scattered in, M-RoPE positions), left-padded, scored with the current yes − no row."""
 
     kind = "yes-no-row/vision"
-
-    @property
-    def text_config(self) -> Any:
-        return self.config.get_text_config()
-
-    @property
-    def width(self) -> int:
-        return int(self.text_config.hidden_size)
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.text_config.num_hidden_layers)
 
     def encode(self, pairs: PairTexts) -> dict[str, Any]:
         """The family's sequences (token ids, media, positions): the module pads them as inference does."""

@@ -31,8 +31,9 @@ def transformer_layers(model: Any) -> Any:
     (which may have as many).
     """
     torch = require("torch")
-    count = int(_text_config(model).num_hidden_layers)
-    root = model.get_decoder() if _text_config(model) is not model.config else model
+    text = _text_config(model)
+    count = int(text.num_hidden_layers)
+    root = model.get_decoder() if text is not model.config else model
     for module in root.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == count:
             return module

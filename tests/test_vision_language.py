@@ -196,6 +196,27 @@ def test_packed_equals_padded_equals_one_at_a_time(packed, padded, images) -> No
     np.testing.assert_allclose([float(packed_backend.forward([s])[0]) for s in sequences], together, atol=TOL)
 
 
+def test_documents_whose_pictures_share_a_grid_are_told_apart(packed, padded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Pictures of one size have identical token ids (every image pad is one id) but other pixels: the
+    shared prefix must stop at the first of them, not run through them."""
+    from PIL import Image
+
+    family, packed_backend = packed
+    _, padded_backend = padded
+    paths = []
+    for i in range(3):
+        pixels = np.random.default_rng(i).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"same-size-{i}.png")
+        paths.append(str(tmp_path / f"same-size-{i}.png"))
+    for query in (Document.text("a birthday cake"), Document.of(Document.image(paths[0]), Document.text("like this"))):
+        sequences = family.prepare(query, [Document.image(p) for p in paths]).sequences
+        assert len({tuple(s.input_ids) for s in sequences}) == 1  # the ids cannot tell the documents apart
+        together = packed_backend.forward(sequences)
+        np.testing.assert_allclose([float(packed_backend.forward([s])[0]) for s in sequences], together, atol=TOL)
+        np.testing.assert_allclose(padded_backend.forward(sequences), together, atol=TOL)
+        assert len(set(np.round(together, 4))) == 3
+
+
 def test_one_dimensional_positions_fail_parity(packed, reference, images) -> None:  # type: ignore[no-untyped-def]
     """The parity above depends on M-RoPE: with plain 1-D positions the image scores move."""
     from dataclasses import replace

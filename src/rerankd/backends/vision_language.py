@@ -135,7 +135,7 @@ class VisionLanguageYesNo(nn.Module):
         per_seq = [self._positions(s) for s in sequences]
         positions = torch.cat(per_seq, dim=1).unsqueeze(1).to(device)
         embeds, mask, deepstack = self._embed(ids, sequences, features)
-        shared = shared_prefix_length(sequences) if len(sequences) > 1 else 0
+        shared = self._shared_prefix(sequences, shared_prefix_length(sequences)) if len(sequences) > 1 else 0
         # The prompt, instruction and query (its images too) open every sequence of a request: their
         # keys and values are computed once and every document attends to them. Their positions are
         # the same in every sequence (the query's grids are), checked here all the same.
@@ -160,6 +160,30 @@ class VisionLanguageYesNo(nn.Module):
             hidden = self._text(*self._select(keep, embeds, positions, mask, deepstack))
         last = torch.tensor(rest[1:], device=device) - 1
         return hidden[last].float() @ self.head_row
+
+    def _shared_prefix(self, sequences: Sequence[Encoded], shared: int) -> int:
+        """``shared`` cut before the first visual token whose picture is not the same in every sequence.
+
+        Equal ids do not mean equal inputs here: every image pad is one token id, so documents whose
+        pictures have the same grid (most photos of one camera or site) have identical ids through
+        their image tokens, while the embeddings scattered in there differ.
+        """
+        merge = int(self.model.visual.spatial_merge_size) ** 2
+        visual_ids = (self.image_token_id, self.video_token_id)
+        first = (sequences[0].extras or {}).get("visuals", ())
+        differs = next((j for j, visual in enumerate(first) if any(
+            len(v := (s.extras or {}).get("visuals", ())) <= j or v[j].key != visual.key for s in sequences[1:])),
+            None)
+        if differs is None:
+            return shared
+        before = sum(v.patches // merge for v in first[:differs])  # visual tokens of the pictures all share
+        seen = 0
+        for position, token in enumerate(sequences[0].input_ids[:shared]):
+            if token in visual_ids:
+                if seen == before:
+                    return position
+                seen += 1
+        return shared
 
     @staticmethod
     def _select(keep: Any, embeds: Any, positions: Any, mask: Any, deepstack: list[Any] | None

@@ -107,6 +107,30 @@ def test_gated_mlp_fuses_the_gate_activation_only() -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_a_patch_embedding_convolution_runs_as_one_linear_layer(dtype, tol: float) -> None:  # type: ignore[no-untyped-def]
+    """Qwen3-VL's patch embedding: Conv3d(3, E, kernel=stride=(2, 16, 16)) over (rows, 3, 2, 16, 16) views."""
+    from rerankd.backends.onednn_linear import PatchLinear
+
+    if not onednn_linear_supported(dtype):
+        pytest.skip(f"oneDNN does not run {dtype} linear layers here")
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.proj = torch.nn.Conv3d(3, 32, kernel_size=(2, 16, 16), stride=(2, 16, 16)).to(dtype).eval()
+    other = torch.nn.Conv3d(3, 8, kernel_size=3).to(dtype)  # not a patch cutter: left alone
+    holder.other = other
+    patches = torch.randn(7, 3, 2, 16, 16, dtype=dtype)
+    image = torch.randn(1, 3, 2, 32, 48, dtype=dtype)  # several patches in one input: the convolution runs
+    with torch.inference_mode():
+        expected, expected_image = holder.proj(patches), holder.proj(image)
+        use_onednn_linear(holder)
+        got, got_image = holder.proj(patches), holder.proj(image)
+    assert isinstance(holder.proj, PatchLinear) and holder.other is other
+    assert got.shape == expected.shape == (7, 32, 1, 1, 1)
+    torch.testing.assert_close(got.float(), expected.float(), atol=tol, rtol=tol)
+    torch.testing.assert_close(got_image, expected_image, atol=0, rtol=0)
+
+
 def test_without_onednn_the_backend_keeps_plain_layers(bert_ce, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from rerankd.backends import onednn_linear
 

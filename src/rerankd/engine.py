@@ -99,7 +99,8 @@ class Reranker:
             device: ``auto`` (default), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
             dtype: ``auto`` (default: bf16 where the hardware is fast at it, fp16 on MPS, else fp32),
                 ``fp32``, ``bf16`` or ``fp16``.
-            max_length: tokens per pair; documents are truncated to fit, the query is kept.
+            max_length: tokens per pair; documents are truncated to fit, the query is kept. Default: the
+                model's own (:func:`rerankd.families.detect.default_max_length`: a saved student's length).
             backend: ``torch``, or another registered backend name.
             batch_tokens: tokens per forward pass (padded tokens for padded backends).
             max_documents: documents per request.

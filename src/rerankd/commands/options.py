@@ -19,7 +19,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_help: str | None
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPUs that have it, fp16 on other GPUs and MPS), "
                                                         "fp32, bf16 or fp16")
     parser.add_argument("--backend", default="torch", help="inference backend (torch, onnx)")
-    parser.add_argument("--max-length", type=int, default=None, help="tokens per pair (documents are truncated to fit)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per pair (documents are truncated to fit; default: the model's own, e.g. a saved "
+                             "student's; LLM and vision-language rerankers at most 8192 / 10240)")
     parser.add_argument("--batch-tokens", type=int, default=None,
                         help="tokens per forward pass (default: 4096 on CPU; on CUDA planned from free memory)")
     parser.add_argument("--max-memory", default=None, metavar="SIZE",

@@ -52,15 +52,34 @@ def detect_kind(model_dir: Path, config: dict[str, Any]) -> FamilyKind:
     )
 
 
+#: Families whose default length is the official models' (their tokenizers carry the context window).
+FAMILY_MAX_LENGTH: dict[FamilyKind, int] = {"llm-yes-no": DEFAULT_MAX_LENGTH, "vision-language": VL_MAX_LENGTH}
+
+
+def tokenizer_max_length(model_dir: Path) -> int:
+    """The tokenizer's ``model_max_length``; 0 when it is absent or the "no limit" sentinel (int(1e30))."""
+    return positive_int(read_json(model_dir / "tokenizer_config.json").get("model_max_length"), 0)
+
+
 def default_max_length(kind: FamilyKind, model_dir: Path, config: dict[str, Any]) -> int:
-    if kind == "llm-yes-no":
-        return DEFAULT_MAX_LENGTH
-    if kind == "vision-language":
-        return VL_MAX_LENGTH
+    """Tokens per sequence when the caller gives no ``max_length``.
+
+    A saved student records the length it trained at as its tokenizer's ``model_max_length``
+    (:meth:`rerankd.training.models.TrainableModel.save_weights`), and every family reads it back.
+    For the LLM and vision-language families it can only lower the family default: the hub's Qwen3
+    tokenizers carry the context window (131072), far past the length the rerankers are run at.
+
+    Example:
+        >>> default_max_length("llm-yes-no", Path("no-such-dir"), {})
+        8192
+    """
+    tokenizer_max = tokenizer_max_length(model_dir)
+    if kind in FAMILY_MAX_LENGTH:
+        family_max = FAMILY_MAX_LENGTH[kind]
+        return min(family_max, tokenizer_max) if tokenizer_max else family_max
     st = read_json(model_dir / "sentence_bert_config.json")
     if st.get("max_seq_length"):
         return positive_int(st["max_seq_length"], 512)
-    tokenizer_max = positive_int(read_json(model_dir / "tokenizer_config.json").get("model_max_length"), 0)
     if tokenizer_max:
         return tokenizer_max
     positions = positive_int(config.get("max_position_embeddings"), 514)

@@ -92,7 +92,7 @@ def load_family(model_dir: Path, max_length: int | None = None) -> Family:
 
     Example:
         >>> family = load_family(Path("my-cross-encoder"))   # doctest: +SKIP
-        >>> family.kind
+        >>> family.kind                                       # doctest: +SKIP
         'cross-encoder'
     """
     if not (model_dir / "config.json").is_file():

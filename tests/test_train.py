@@ -222,6 +222,57 @@ def test_title_queries_use_abstracts_only_and_never_dev_documents() -> None:
     assert len(again.queries) == 3
 
 
+def test_sentence_queries_cut_the_sentence_from_the_positive_and_never_use_dev_documents() -> None:
+    from rerankd.evaluation.datasets import Doc
+    from rerankd.training.data import sentence_queries, split_sentences
+
+    assert split_sentences("One two. Three (four) five! 6 are here? yes") == ["One two.", "Three (four) five!", "6 are here? yes"]
+    long = "word " * 8
+    corpus = {f"d{i}": Doc(f"title {i}", f"First {long}of {i}. Second {long}of {i}. Third of {i}.") for i in range(10)}
+    corpus["d8"] = Doc("short", "Only one sentence of enough words to be usable here.")  # one sentence: not a source
+    corpus["d9"] = Doc("short", f"Tiny. Also tiny. {'many ' * 40}words.")  # no sentence of 8 to 32 words
+    depths: list[int] = []
+
+    def run_for(queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
+        depths.append(depth)
+        return {q: {q.split(":")[1]: 10.0, **{f"d{i}": float(i) for i in range(10)}} for q in queries}
+
+    made = sentence_queries(corpus, 100, seed=0, exclude_docs={"d0", "d1"}, run_for=run_for, pool_depth=4)
+    assert sorted(made.queries) == [f"sentence:d{i}" for i in range(2, 8)]
+    assert depths == [5]
+    for q in made.training:
+        source = q.qid.split(":")[1]
+        sentence, rest = made.queries[q.qid], made.docs[f"rest:{source}"]
+        assert sentence in split_sentences(corpus[source].text) and 8 <= len(sentence.split()) <= 32
+        assert sentence not in rest and rest.startswith(corpus[source].title)
+        assert len(split_sentences(rest[len(corpus[source].title):])) == 2
+        assert q.positives == [f"rest:{source}"] and source not in q.pool and len(q.pool) == 4
+    again = sentence_queries(corpus, 3, seed=0, exclude_docs=set(), run_for=run_for, pool_depth=4)
+    assert again.queries == sentence_queries(corpus, 3, seed=0, exclude_docs=set(), run_for=run_for, pool_depth=4).queries
+    other = sentence_queries(corpus, 100, seed=1, exclude_docs={"d0", "d1"}, run_for=run_for, pool_depth=4)
+    assert other.queries != made.queries  # another seed draws other sentences
+
+
+def test_train_with_sentence_queries_trains_on_them(bare_encoder: Path, tmp_path: Path) -> None:
+    from rerankd.training.finetune import DataSettings, prepare_data, sampler_for
+
+    skip_without_shared("data/scifact")
+    settings = DataSettings(str(SCIFACT), max_train_queries=4, max_dev_queries=3, eval_depth=5, title_queries=5,
+                            sentence_queries=12)
+    prepared = prepare_data(settings, seed=0)
+    groups = sampler_for(prepared, settings, negatives=3, seed=0).epoch(0)
+    sentence_groups = [g for g in groups if g.qid.startswith("sentence:")]
+    assert len(sentence_groups) == 12 and len([g for g in groups if g.qid.startswith("title:")]) == 5
+    dev_docs = {d for q in prepared.split.dev for d in prepared.qrels[q]}
+    for g in sentence_groups:
+        source = g.qid.split(":")[1]
+        assert source not in dev_docs and g.doc_ids[0] == f"rest:{source}" and source not in g.doc_ids[1:]
+        assert prepared.texts.queries[g.qid] not in prepared.texts.docs[g.doc_ids[0]]
+    # (a sentence query is up to 32 words: the slice's 64 tokens per pair would not hold one with a document)
+    assert _train(bare_encoder, tmp_path / "ce", "--sentence-queries", "12", "--epochs", "1", "--max-length", "128") == 0
+    assert "12 abstract sentences" in (tmp_path / "ce" / "README.md").read_text()
+
+
 def test_train_with_title_queries_trains_on_them(bare_encoder: Path, tmp_path: Path) -> None:
     from rerankd.training.finetune import DataSettings, prepare_data, sampler_for
 

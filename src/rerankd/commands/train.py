@@ -30,6 +30,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="cache for first-stage indexes")
     parser.add_argument("--title-queries", type=int, default=0,
                         help="add N corpus titles as training queries, each document's abstract as their positive (in-domain data beyond the qrels)")
+    parser.add_argument("--sentence-queries", type=int, default=0,
+                        help="add one sentence of N abstracts as training queries, the rest of each document as their positive")
     parser.add_argument("--instructions", default=None, metavar="FILE",
                         help="task instructions, one per line: each query gets one, drawn by seed (teacher and student alike)")
     parser.add_argument("--no-compare", action="store_true", help="skip the closing comparison table")
@@ -112,7 +114,7 @@ def data_settings(args: argparse.Namespace) -> Any:
         data=args.data, split=args.split, dev_split=args.dev_split, dev_fraction=args.dev_fraction,
         retriever=args.retriever, dense_model=args.dense_model, pool_depth=args.pool_depth, eval_depth=args.eval_depth,
         max_train_queries=args.max_train_queries, max_dev_queries=args.max_dev_queries, cache_dir=args.cache_dir,
-        title_queries=args.title_queries, instructions=args.instructions,
+        title_queries=args.title_queries, sentence_queries=args.sentence_queries, instructions=args.instructions,
     )
 
 

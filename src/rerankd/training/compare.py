@@ -195,7 +195,7 @@ def held_out(data: Any, seed: int, depth: int, split: str | None = None) -> Held
     from rerankd.training.finetune import prepare_data
 
     if split is None:
-        settings = dataclasses.replace(data, eval_depth=max(data.eval_depth, depth), title_queries=0)
+        settings = dataclasses.replace(data, eval_depth=max(data.eval_depth, depth), title_queries=0, sentence_queries=0)
         prepared = prepare_data(settings, seed)
         dev = prepared.split.dev
         if not dev:

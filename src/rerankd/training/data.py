@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -89,23 +91,35 @@ def training_queries(
     return out
 
 
-#: Ids of the synthetic training queries and abstract-only documents made by :func:`title_queries`.
+#: Ids of the synthetic training queries and their documents made by :func:`title_queries` and
+#: :func:`sentence_queries`: ``title:`` / ``sentence:`` + the source id for the query, ``body:`` + an id
+#: for an abstract without its title, ``rest:`` + the source id for the source without the sentence.
 TITLE_QUERY_PREFIX = "title:"
 BODY_DOC_PREFIX = "body:"
+SENTENCE_QUERY_PREFIX = "sentence:"
+REST_DOC_PREFIX = "rest:"
+#: Sentences of this many words stand for their document: shorter ones are too vague, longer ones do
+#: not read like a query (SciFact's claims are ~12 words) and would crowd the document out of the pair.
+MIN_SENTENCE_WORDS, MAX_SENTENCE_WORDS = 8, 32
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
 
 
 @dataclass(frozen=True)
-class TitleQueries:
-    """Corpus titles as extra training queries: texts and training pools (see :func:`title_queries`)."""
+class CorpusQueries:
+    """Training queries made from the corpus itself: texts and training pools (see :func:`title_queries`)."""
 
     queries: dict[str, str]
     docs: dict[str, str]
     training: list[TrainingQuery]
 
 
+#: Kept for callers of the first kind of corpus query.
+TitleQueries = CorpusQueries
+
+
 def title_queries(
     corpus: Mapping[str, Any], count: int, seed: int, exclude_docs: set[str], run_for: Any, pool_depth: int
-) -> TitleQueries:
+) -> CorpusQueries:
     """Up to ``count`` documents' titles as queries whose positive is the same document's abstract.
 
     A small qrels file (SciFact: ~650 training claims) is not enough to teach a cross-encoder what
@@ -124,21 +138,69 @@ def title_queries(
         run_for: ``(queries dict, depth) → run`` of the first stage (e.g. ``BM25Retriever.search``).
         pool_depth: hard negatives are drawn from this many first-stage candidates.
     """
+    def title(doc_id: str, doc: Any) -> tuple[str, str] | None:
+        return (doc.title.strip(), doc.text) if doc.title.strip() and doc.text.strip() else None
+
+    made = _corpus_queries(corpus, count, seed, exclude_docs, run_for, pool_depth, TITLE_QUERY_PREFIX, title, salt=1)
+    training = [TrainingQuery(q.qid, [BODY_DOC_PREFIX + d for d in q.positives], [BODY_DOC_PREFIX + d for d in q.pool])
+                for q in made.training]
+    used = {doc for q in training for doc in (*q.positives, *q.pool)}
+    return CorpusQueries(made.queries, {b: corpus[b[len(BODY_DOC_PREFIX):]].text for b in sorted(used)}, training)
+
+
+def split_sentences(text: str) -> list[str]:
+    """An abstract's sentences: split after ., ! or ? followed by a space and a capital, digit or "("."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def sentence_queries(
+    corpus: Mapping[str, Any], count: int, seed: int, exclude_docs: set[str], run_for: Any, pool_depth: int
+) -> CorpusQueries:
+    """Up to ``count`` documents' sentences as queries whose positive is the rest of the same document.
+
+    Claims and questions read like one sentence of the abstract that answers them, and every abstract
+    holds several: one per source document is drawn (of :data:`MIN_SENTENCE_WORDS` to
+    :data:`MAX_SENTENCE_WORDS` words, from abstracts of at least two sentences). The sentence is cut out of its positive (``rest:`` id: title
+    and the other sentences), so the query is not in it verbatim; negatives are the first stage's top
+    ``pool_depth`` documents for the sentence, whole, the source excluded. Arguments as
+    :func:`title_queries`; documents in ``exclude_docs`` are never a source.
+    """
+    def sentence(doc_id: str, doc: Any) -> tuple[str, str] | None:
+        sentences = split_sentences(doc.text)
+        usable = [i for i, s in enumerate(sentences) if MIN_SENTENCE_WORDS <= len(s.split()) <= MAX_SENTENCE_WORDS]
+        if len(sentences) < 2 or not usable:
+            return None
+        # Drawn from the document's id, so the same seed picks the same sentence whatever else is drawn.
+        pick = usable[int(np.random.default_rng([seed, 2, zlib.crc32(doc_id.encode())]).integers(len(usable)))]
+        rest = " ".join([doc.title.strip(), *(s for i, s in enumerate(sentences) if i != pick)]).strip()
+        return sentences[pick], rest
+
+    made = _corpus_queries(corpus, count, seed, exclude_docs, run_for, pool_depth, SENTENCE_QUERY_PREFIX, sentence, salt=2)
+    training = [TrainingQuery(q.qid, [REST_DOC_PREFIX + d for d in q.positives], q.pool) for q in made.training]
+    return CorpusQueries(made.queries, {REST_DOC_PREFIX + k: v for k, v in made.docs.items()}, training)
+
+
+def _corpus_queries(
+    corpus: Mapping[str, Any], count: int, seed: int, exclude_docs: set[str], run_for: Any, pool_depth: int,
+    prefix: str, make: Any, salt: int,
+) -> CorpusQueries:
+    """``count`` eligible documents drawn by ``seed``; ``make(id, doc)`` → (query, positive text), or None
+    for a document that is not eligible. Training queries ``prefix + id`` have the source as positive and
+    the first stage's top ``pool_depth`` for the query, the source excluded, as pool (plain corpus ids;
+    the caller maps them); ``docs`` holds each source's positive text under its plain id."""
     if count < 0:
-        raise InputError(f"the number of title queries must be 0 or more, got {count}")
-    eligible = sorted(d for d, doc in corpus.items() if doc.title.strip() and doc.text.strip() and d not in exclude_docs)
-    order = np.random.default_rng([seed, 1]).permutation(len(eligible))
+        raise InputError(f"the number of corpus queries must be 0 or more, got {count}")
+    made = {d: m for d in sorted(corpus) if d not in exclude_docs and (m := make(d, corpus[d])) is not None}
+    eligible = list(made)
+    order = np.random.default_rng([seed, salt]).permutation(len(eligible))
     sources = sorted(eligible[int(i)] for i in order[:count])
-    queries = {TITLE_QUERY_PREFIX + d: corpus[d].title.strip() for d in sources}
+    queries = {prefix + d: made[d][0] for d in sources}
     run = run_for(queries, pool_depth + 1) if queries else {}  # + 1: the source itself is among them
     training = []
     for d in sources:
-        qid = TITLE_QUERY_PREFIX + d
-        pool = [BODY_DOC_PREFIX + c for c in ranked_ids(run, qid, pool_depth + 1) if c != d][:pool_depth]
-        training.append(TrainingQuery(qid, [BODY_DOC_PREFIX + d], pool))
-    used = {doc for q in training for doc in (*q.positives, *q.pool)}
-    docs = {b: corpus[b[len(BODY_DOC_PREFIX):]].text for b in sorted(used)}
-    return TitleQueries(queries, docs, training)
+        pool = [c for c in ranked_ids(run, prefix + d, pool_depth + 1) if c != d][:pool_depth]
+        training.append(TrainingQuery(prefix + d, [d], pool))
+    return CorpusQueries(queries, {d: made[d][1] for d in sources}, training)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,11 @@ from typing import Any
 from rerankd.errors import InputError
 from rerankd.training.data import (
     GroupSampler,
+    SENTENCE_QUERY_PREFIX,
+    TITLE_QUERY_PREFIX,
     QuerySplit,
     TrainingQuery,
+    sentence_queries,
     split_queries,
     title_queries,
     training_queries,
@@ -44,6 +47,8 @@ class DataSettings:
     cache_dir: str | None = None
     #: Extra training queries: this many corpus titles, each with its own abstract as the positive.
     title_queries: int = 0
+    #: Extra training queries: one sentence of this many abstracts, the rest of the document as the positive.
+    sentence_queries: int = 0
     #: A file of task instructions, one per line: each query gets one (teacher and student alike).
     instructions: str | None = None
 
@@ -55,12 +60,14 @@ class PreparedData:
     qrels: dict[str, dict[str, int]]
     run: dict[str, dict[str, float]]
     texts: TextLookup
-    #: Training queries beyond the qrels (corpus titles), with their pools.
+    #: Training queries beyond the qrels (corpus titles and sentences), with their pools.
     extra_queries: list[TrainingQuery] = field(default_factory=list)
     #: The per-query instruction draw (``--instructions``), if any.
     instructions: InstructionDraw | None = None
 
     def describe(self, settings: DataSettings) -> dict[str, Any]:
+        titles = sum(q.qid.startswith(TITLE_QUERY_PREFIX) for q in self.extra_queries)
+        sentences = sum(q.qid.startswith(SENTENCE_QUERY_PREFIX) for q in self.extra_queries)
         how = (f"qrels split '{settings.dev_split}'" if settings.dev_split else
                f"{settings.dev_fraction:.0%} of the '{settings.split}' queries held out (fixed seed; sorted ids, numpy permutation)")
         return {
@@ -70,9 +77,12 @@ class PreparedData:
             "candidates": f"{settings.retriever} top-{max(settings.pool_depth, settings.eval_depth)}"
                           + (" (English stemming, stopwords removed)" if settings.retriever == "bm25" else ""),
             "documents": "title + text",
-            **({"title queries": f"{len(self.extra_queries)} corpus titles as extra training queries, each with its own abstract "
+            **({"title queries": f"{titles} corpus titles as extra training queries, each with its own abstract "
                                  "(title removed) as the positive and abstracts of its BM25 top documents as negatives; "
-                                 "documents judged for dev queries are never a source"} if self.extra_queries else {}),
+                                 "documents judged for dev queries are never a source"} if titles else {}),
+            **({"sentence queries": f"{sentences} abstract sentences as extra training queries, each with the rest of its "
+                                    "document (the sentence removed) as the positive and its BM25 top documents as negatives; "
+                                    "documents judged for dev queries are never a source"} if sentences else {}),
             **({"instructions": f"{self.instructions.setting()} from {settings.instructions}, for teacher and student"}
                if self.instructions else {}),
         }
@@ -105,11 +115,12 @@ def prepare_data(settings: DataSettings, seed: int) -> PreparedData:
     texts = TextLookup(queries={q: queries[q] for q in split.train + split.dev},
                        docs={d: doc.full_text for d, doc in dataset.corpus.items()})
     extra: list[TrainingQuery] = []
-    if settings.title_queries:
-        dev_docs = {d for q in split.dev for d in qrels.get(q, {})}
-        titles = title_queries(dataset.corpus, settings.title_queries, seed, dev_docs, retriever.search, settings.pool_depth)
-        texts = TextLookup(queries={**texts.queries, **titles.queries}, docs={**texts.docs, **titles.docs})
-        extra = titles.training
+    dev_docs = {d for q in split.dev for d in qrels.get(q, {})}
+    for count, make in ((settings.title_queries, title_queries), (settings.sentence_queries, sentence_queries)):
+        if count:
+            made = make(dataset.corpus, count, seed, dev_docs, retriever.search, settings.pool_depth)
+            texts = TextLookup(queries={**texts.queries, **made.queries}, docs={**texts.docs, **made.docs})
+            extra += made.training
     draw = load_draw(settings.instructions, seed)
     if draw is not None:
         texts.instructions = draw.per_query(texts.queries)
@@ -119,7 +130,8 @@ def prepare_data(settings: DataSettings, seed: int) -> PreparedData:
 def sampler_for(prepared: PreparedData, settings: DataSettings, negatives: int, seed: int) -> GroupSampler:
     queries = training_queries(prepared.qrels, prepared.run, prepared.split.train, settings.pool_depth) + prepared.extra_queries
     judged_docs = {q: set(prepared.qrels.get(q, {})) for q in prepared.split.train}
-    judged_docs.update({q.qid: set(q.positives) for q in prepared.extra_queries})
+    # A corpus query's source document, whole, is never a random negative of it (it holds the query).
+    judged_docs.update({q.qid: {*q.positives, q.qid.split(":", 1)[1]} for q in prepared.extra_queries})
     # Random top-ups come from the real corpus only, so a qrels query never gets an abstract-only copy of a positive.
     return GroupSampler(queries, negatives, list(prepared.dataset.corpus), seed, judged_docs=judged_docs)
 

@@ -113,10 +113,6 @@ class CorpusQueries:
     training: list[TrainingQuery]
 
 
-#: Kept for callers of the first kind of corpus query.
-TitleQueries = CorpusQueries
-
-
 def title_queries(
     corpus: Mapping[str, Any], count: int, seed: int, exclude_docs: set[str], run_for: Any, pool_depth: int
 ) -> CorpusQueries:
@@ -160,10 +156,11 @@ def sentence_queries(
 
     Claims and questions read like one sentence of the abstract that answers them, and every abstract
     holds several: one per source document is drawn (of :data:`MIN_SENTENCE_WORDS` to
-    :data:`MAX_SENTENCE_WORDS` words, from abstracts of at least two sentences). The sentence is cut out of its positive (``rest:`` id: title
-    and the other sentences), so the query is not in it verbatim; negatives are the first stage's top
-    ``pool_depth`` documents for the sentence, whole, the source excluded. Arguments as
-    :func:`title_queries`; documents in ``exclude_docs`` are never a source.
+    :data:`MAX_SENTENCE_WORDS` words, from abstracts of at least two sentences). The sentence is cut
+    out of its positive (``rest:`` id: title and the other sentences), so the query is not in it
+    verbatim; negatives are the first stage's top ``pool_depth`` documents for the sentence, whole,
+    the source excluded. Arguments as :func:`title_queries`; documents in ``exclude_docs`` are never
+    a source.
     """
     def sentence(doc_id: str, doc: Any) -> tuple[str, str] | None:
         sentences = split_sentences(doc.text)

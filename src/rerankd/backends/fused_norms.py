@@ -6,6 +6,7 @@ a pass over the activations, and a decoder runs four such norms per layer (befor
 queries, on the keys, before the MLP). ``torch.nn.functional.rms_norm`` does the first seven in one
 kernel, accumulating in fp32 and rounding once to the input dtype, which is exactly what the
 module's explicit casts do; the weight is then applied in the input dtype, as there.
+``benchmarks/vl_rerank.py`` measures the whole model both ways.
 
 A layer is replaced only after both forms give identical outputs on a probe in its own dtype, so a
 norm written differently (Gemma's ``1 + weight``, a weight applied in fp32) stays as it was.

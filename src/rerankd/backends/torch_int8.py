@@ -54,8 +54,7 @@ class TorchInt8Backend(TorchBackend):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": "int8", "parameters": self.parameters,
                 "packed": self.packed, "quantized_engine": self.torch.backends.quantized.engine,
-                "onednn_linear_layers": self.onednn.layers, "fused_rms_norms": self.fused_norms,
-                **self.threads_described()}
+                "onednn_linear_layers": self.onednn.layers, **self.threads_described()}
 
 
 def quantize_linear_layers(module: Any) -> Any:

@@ -33,7 +33,6 @@ class TorchBackend:
         of ``family``) instead of loading them from ``family.model_dir``. ``feature_cache_bytes``:
         the image-feature cache of a model that reads media (default 512 MiB, 0 = off)."""
         self.torch = require("torch")
-        from rerankd.backends.fused_norms import use_fused_rms_norm
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, packs_by_default, supports_packing
         from rerankd.backends.torch_modules import build_module
@@ -69,8 +68,6 @@ class TorchBackend:
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
         # onednn=False keeps plain nn.Linear layers, to compare.
         self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
-        # Decoder RMSNorms as one kernel each, identical outputs (backends/fused_norms.py).
-        self.fused_norms = use_fused_rms_norm(self.module) if onednn and self.device == "cpu" else 0
         return_freed_memory()  # the load's and the reorder's temporaries
 
     @property
@@ -122,7 +119,6 @@ class TorchBackend:
                 "packed": self.packed, "attention": self.attention(), "quantization": self.quantization,
                 "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations,
-                "fused_rms_norms": self.fused_norms,
                 **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0}
                    if self.reads_media else {})}
 

@@ -29,7 +29,6 @@ class TorchInt8Backend(TorchBackend):
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
                  adaptive_threads: bool = True) -> None:
         self.torch = torch = require("torch")
-        from rerankd.backends.fused_norms import use_fused_rms_norm
         from rerankd.backends.onednn_linear import use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
@@ -49,7 +48,6 @@ class TorchInt8Backend(TorchBackend):
             self.module = packed_module(family, self.module)
         # The layers left in fp32 (FFN down-projections, heads) run on oneDNN, as in the torch backend.
         self.onednn = use_onednn_linear(self.module)
-        self.fused_norms = use_fused_rms_norm(self.module)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": "int8", "parameters": self.parameters,

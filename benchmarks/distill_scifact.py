@@ -72,7 +72,8 @@ def small_recipe(runs: Path, data: str, seed: int, max_length: int, train_querie
     # 3e-4, 0,5, 0,5 with the hidden-state hybrid: listwise KL ~1.2-1.4, dev NDCG@10 0.34-0.37 at top
     # 20); cut from the trained 3-layer student and taught by it (a teacher assistant), it starts from
     # layers that already read pairs and leaves the plateau.
-    two = runs / "student-2l"
+    # Not student-2l: the earlier recipe's 2-layer student (teacher layers 0,1) may live there.
+    two = runs / "student-2l-ta"
     if main([*distill, "--teacher", str(three), "--student", "layers:0,2", "--out", str(two),
              "--epochs", str(TWO_LAYER_EPOCHS)]) != 0:
         raise SystemExit("distilling the 2-layer student failed")

@@ -32,6 +32,8 @@ from rerankd.training.finetune import DataSettings
 
 #: The 2-layer student's epochs: its loss was still falling after 2.
 TWO_LAYER_EPOCHS = 4
+#: (BM25 pool depth, folder) of the 2-layer student's later stages, 2 epochs each at lr 5e-5.
+DEEPER_POOLS = ((60, "student-2l-deep"), (100, "student-2l-top100"))
 
 
 def small_recipe(runs: Path, data: str, seed: int, max_length: int, train_queries: int | None,
@@ -46,7 +48,7 @@ def small_recipe(runs: Path, data: str, seed: int, max_length: int, train_querie
     the same titles and ``sentence_queries`` abstract sentences: the teacher's layers 0,1,2 for 2
     epochs (one epoch of the claims alone left it on its loss plateau, dev NDCG@10 0.34); then
     layers 0,2 of that student, taught by it, for ``TWO_LAYER_EPOCHS`` on BM25's top 30, then 2 more
-    epochs on its top 60. Returns the teacher dir and the students.
+    epochs on its top 60 and 2 on its top 100 (``DEEPER_POOLS``). Returns the teacher dir and the students.
     """
     from rerankd.cli import main
 
@@ -77,16 +79,20 @@ def small_recipe(runs: Path, data: str, seed: int, max_length: int, train_querie
     if main([*distill, "--teacher", str(three), "--student", "layers:0,2", "--out", str(two),
              "--epochs", str(TWO_LAYER_EPOCHS)]) != 0:
         raise SystemExit("distilling the 2-layer student failed")
-    # Then from that student on deeper candidates (the table reranks BM25's top 100, the pool so far
-    # was its top 30). The same teacher: its cached scores serve, only the new pairs are scored.
-    deep = runs / "student-2l-deep"
-    if not (deep / "teacher_scores.jsonl").exists():
-        deep.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(two / "teacher_scores.jsonl", deep / "teacher_scores.jsonl")
-    if main([*distill, "--teacher", str(three), "--student", str(two), "--out", str(deep), "--epochs", "2",
-             "--pool-depth", "60", "--lr", "5e-5"]) != 0:
-        raise SystemExit("distilling the 2-layer student on deeper candidates failed")
-    students["2-layer student (layers 0,2 of the 3-layer student, taught by it)"] = str(deep)
+    # Then from that student on ever deeper candidates (the table reranks BM25's top 100, the pool so
+    # far was its top 30), each stage from the last. The same teacher: its cached scores serve, only the
+    # new pairs are scored.
+    previous = two
+    for depth, out in DEEPER_POOLS:
+        stage = runs / out
+        if not (stage / "teacher_scores.jsonl").exists():
+            stage.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(previous / "teacher_scores.jsonl", stage / "teacher_scores.jsonl")
+        if main([*distill, "--teacher", str(three), "--student", str(previous), "--out", str(stage), "--epochs", "2",
+                 "--pool-depth", str(depth), "--lr", "5e-5"]) != 0:
+            raise SystemExit(f"distilling the 2-layer student on BM25's top {depth} failed")
+        previous = stage
+    students["2-layer student (layers 0,2 of the 3-layer student, taught by it)"] = str(previous)
     return str(teacher), students
 
 

@@ -36,6 +36,7 @@ class TorchBackend:
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, packs_by_default, supports_packing
         from rerankd.backends.torch_modules import build_module
+        from rerankd.backends.vision_attention import use_blocked_vision_attention
         from rerankd.backends.weights import return_freed_memory
 
         self.family = family
@@ -65,6 +66,9 @@ class TorchBackend:
         self.packed = packs_by_default(self.device, supports_packing(family)) if packed is None else packed
         if self.packed:
             self.module = packed_module(family, self.module)
+        # On CPU, a vision tower's attention rotates in cache-sized blocks (backends/vision_attention.py),
+        # before the layers it shares become oneDNN layers.
+        self.blocked_vision_attention = use_blocked_vision_attention(self.module)
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
         # onednn=False keeps plain nn.Linear layers, to compare.
         self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
@@ -119,7 +123,8 @@ class TorchBackend:
                 "packed": self.packed, "attention": self.attention(), "quantization": self.quantization,
                 "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations,
-                **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0}
+                **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0,
+                    "blocked_vision_attention_layers": self.blocked_vision_attention}
                    if self.reads_media else {})}
 
     def stats(self) -> dict[str, Any]:

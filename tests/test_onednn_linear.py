@@ -152,3 +152,22 @@ def test_torch_int8_runs_its_fp32_layers_on_onednn(bert_ce, sentences: list[str]
     plain = Reranker.from_pretrained(str(bert_ce), backend="torch-int8")
     assert plain.describe()["onednn_linear_layers"] == 0
     np.testing.assert_allclose(engine.score(QUERY, sentences, raw=True), plain.score(QUERY, sentences, raw=True), atol=1e-3)
+
+
+def test_the_vision_patch_merger_fuses_its_gelu() -> None:
+    # Qwen3-VL's merger (main and deepstack) is linear_fc2(act_fn(linear_fc1(x))) in a class named
+    # *PatchMerger, not *MLP: its erf GELU was a separate pass before.
+    from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLVisionConfig
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchMerger
+
+    torch.manual_seed(0)
+    config = Qwen3VLVisionConfig(hidden_size=16, out_hidden_size=24, spatial_merge_size=2)
+    module = Qwen3VLVisionPatchMerger(config).eval()
+    x = 3 * torch.randn(8, 16)
+    with torch.inference_mode():
+        expected = module(x)
+        report = use_onednn_linear(module)
+        got = module(x)
+    assert (report.layers, report.fused_activations) == (2, 1)
+    assert module.linear_fc1.post_op == ("gelu", "none") and isinstance(module.act_fn, torch.nn.Identity)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -147,7 +147,7 @@ def use_onednn_linear(model: Any) -> OneDnnReport:
     report = OneDnnReport()
     with torch.inference_mode():
         for module in list(model.modules()):
-            if not type(module).__name__.endswith(("Intermediate", "MLP")):
+            if not type(module).__name__.endswith(("Intermediate", "MLP", "PatchMerger")):
                 continue
             for linear_name, act_name in (("dense", "intermediate_act_fn"), ("gate_proj", "act_fn"),
                                           ("linear_fc1", "act_fn")):  # Qwen3-VL's vision MLP and merger

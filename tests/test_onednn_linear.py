@@ -77,6 +77,14 @@ class _GatedMLP(torch.nn.Module):
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
+def _converted(module, x):  # type: ignore[no-untyped-def]
+    """(output before, output after, report) of converting ``module`` to oneDNN layers in place."""
+    with torch.inference_mode():
+        expected = module(x)
+        report = use_onednn_linear(module)
+        return expected, module(x), report
+
+
 @pytest.mark.parametrize(("hidden_act", "fused"), [("gelu", True), ("gelu_new", True), ("gelu_pytorch_tanh", True),
                                                    ("relu", True), ("silu", True), ("quick_gelu", False)])
 def test_each_activation_is_fused_as_exactly_itself(hidden_act: str, fused: bool) -> None:
@@ -84,10 +92,7 @@ def test_each_activation_is_fused_as_exactly_itself(hidden_act: str, fused: bool
     torch.manual_seed(0)
     module = _Intermediate(hidden_act).eval()
     x = 3 * torch.randn(2, 7, 16)
-    with torch.inference_mode():
-        expected = module(x)
-        report = use_onednn_linear(module)
-        got = module(x)
+    expected, got, report = _converted(module, x)
     assert isinstance(module.dense, OneDnnLinear) and report.layers == 1
     assert report.fused_activations == int(fused)
     assert isinstance(module.intermediate_act_fn, torch.nn.Identity) == fused
@@ -98,10 +103,7 @@ def test_gated_mlp_fuses_the_gate_activation_only() -> None:
     torch.manual_seed(0)
     module = _GatedMLP().eval()
     x = 3 * torch.randn(5, 16)
-    with torch.inference_mode():
-        expected = module(x)
-        report = use_onednn_linear(module)
-        got = module(x)
+    expected, got, report = _converted(module, x)
     assert (report.layers, report.fused_activations) == (3, 1)
     assert module.gate_proj.post_op[0] == "swish" and module.up_proj.post_op[0] == "none"
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -164,10 +166,7 @@ def test_the_vision_patch_merger_fuses_its_gelu() -> None:
     config = Qwen3VLVisionConfig(hidden_size=16, out_hidden_size=24, spatial_merge_size=2)
     module = Qwen3VLVisionPatchMerger(config).eval()
     x = 3 * torch.randn(8, 16)
-    with torch.inference_mode():
-        expected = module(x)
-        report = use_onednn_linear(module)
-        got = module(x)
+    expected, got, report = _converted(module, x)
     assert (report.layers, report.fused_activations) == (2, 1)
     assert module.linear_fc1.post_op == ("gelu", "none") and isinstance(module.act_fn, torch.nn.Identity)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

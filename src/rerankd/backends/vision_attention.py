@@ -60,6 +60,7 @@ class BlockedVisionAttention(nn.Module):
 
     def forward(self, hidden_states: Any, cu_seqlens: Any, rotary_pos_emb: Any = None,
                 position_embeddings: Any = None, **kwargs: Any) -> Any:
+        # transformers 4.57 also passes the raw angles (rotary_pos_emb); cos and sin are what is used.
         if position_embeddings is None:  # every transformers with Qwen3-VL (4.57 on) passes them
             raise RuntimeError("the vision attention was called without position_embeddings (cos, sin)")
         patches = hidden_states.shape[0]
@@ -100,8 +101,8 @@ def _probe_equal(original: Any, blocked: BlockedVisionAttention) -> bool:
 def use_blocked_vision_attention(model: Any) -> int:
     """Swap ``model``'s CPU ``Qwen3VLVisionAttention`` modules (SDPA) for :class:`BlockedVisionAttention`.
 
-    Returns how many were swapped; a module whose probe differs stays as it was (and then the rest
-    do too: they are the same code).
+    Returns how many were swapped. The first module found is probed; if it differs, none is swapped
+    (they all run the same code).
     """
     swapped = 0
     for module in list(model.modules()):

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from rerankd import Document, Reranker  # noqa: E402
 from rerankd.hardware import MATRIX_FLAGS, cpu_info  # noqa: E402
-from rerankd.measure import interleaved_median_seconds  # noqa: E402
+from rerankd.measure import interleaved_round_seconds  # noqa: E402
 
 COCO = ROOT.parent / "shared" / "data" / "coco-mini"
 QUERIES = [
@@ -90,9 +90,12 @@ def main() -> None:
             for path in images:
                 reference.score(Side(texts=[query]), Side(images=[path]))
 
-        times = interleaved_median_seconds(
+        rounds = interleaved_round_seconds(
             {"rerankd": lambda: reranker.score(query, documents), "reference": reference_loop},
             reps=args.reps, warmup=args.warmup)
+        times = {name: statistics.median(t) for name, t in rounds.items()}
+        print("round seconds: " + "; ".join(f"{name} {', '.join(f'{t:.2f}' for t in ts)}" for name, ts in rounds.items()),
+              flush=True)
         n = len(images)
         results = {"rerankd": n / times["rerankd"], "reference": n / times["reference"]}
         print(f"\n| shape | dtype | docs | reference pairs/s | rerankd pairs/s | speed-up |\n|---|---|---|---|---|---|\n"

@@ -66,6 +66,40 @@ def test_governed_sets_torch_threads_and_records() -> None:
         torch.set_num_threads(before)
 
 
+def test_governed_gives_the_callers_thread_count_back() -> None:
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    governor = ThreadGovernor(max_threads=2)
+    governor._until_probe = 1  # the next batch is a probe of 1 thread
+    try:
+        torch.set_num_threads(2)
+        with governed(torch, governor, 1000):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        governor._until_probe = 1
+        with pytest.raises(ValueError), governed(torch, governor, 1000):
+            raise ValueError("a failing batch")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_scoring_leaves_the_process_thread_count_alone(bert_ce: Path, sentences: list[str]) -> None:
+    torch = pytest.importorskip("torch")
+    from rerankd import Reranker
+
+    reranker = Reranker.from_pretrained(bert_ce)
+    governor = reranker.backend.governor
+    if governor is None:
+        pytest.skip("one usable core here: there is no thread count to choose")
+    before = torch.get_num_threads()
+    probed = next(c for c in governor.counts if c != governor.best)
+    governor._until_probe = 1  # the next batch probes another count
+    reranker.score("capital of France?", sentences)
+    assert probed in governor.cost  # the batch did run on the probed count
+    assert torch.get_num_threads() == before
+
+
 def test_scores_do_not_depend_on_the_thread_count(bert_ce: Path, sentences: list[str]) -> None:
     from rerankd import Reranker
 

@@ -110,8 +110,9 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], reps: int = 3, warmup: int = 0) -> dict[str, float]:
-    """Median seconds of each function over ``reps`` rounds, after ``warmup`` untimed rounds.
+def interleaved_round_seconds(fns: dict[str, Callable[[], Any]], reps: int = 3, warmup: int = 0
+                              ) -> dict[str, list[float]]:
+    """Seconds of each function in each of ``reps`` rounds, after ``warmup`` untimed rounds.
 
     Turns, not one function after another: on a shared machine, load that comes and goes then hits
     every function alike, so the ratios hold even when the absolute figures drift.
@@ -125,7 +126,12 @@ def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], reps: int = 3,
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], reps: int = 3, warmup: int = 0) -> dict[str, float]:
+    """Median seconds of each function over ``reps`` interleaved rounds (:func:`interleaved_round_seconds`)."""
+    return {name: statistics.median(t) for name, t in interleaved_round_seconds(fns, reps, warmup).items()}
 
 
 def pairs_per_second(score: Callable[[], Any], pairs: int, reps: int = 3, warmup: int = 1) -> float:

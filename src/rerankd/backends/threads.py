@@ -100,13 +100,20 @@ class ThreadGovernor:
 
 @contextmanager
 def governed(torch: Any, governor: ThreadGovernor | None, tokens: int) -> Iterator[None]:
-    """Run the body on the governor's thread count and record how long it took per token."""
+    """Run the body on the governor's thread count, record how long it took per token, and give
+    the caller's thread count back: torch's count is process-wide, and anything else in the process
+    that runs torch (an application's own model, a benchmark's reference) must not inherit a probe's."""
     if governor is None:
         yield
         return
     threads = governor.next_threads()
-    if torch.get_num_threads() != threads:
+    before = torch.get_num_threads()
+    if before != threads:
         torch.set_num_threads(threads)
-    start = time.perf_counter()
-    yield
-    governor.record(threads, tokens, time.perf_counter() - start)
+    try:
+        start = time.perf_counter()
+        yield
+        governor.record(threads, tokens, time.perf_counter() - start)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

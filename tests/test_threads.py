@@ -51,37 +51,40 @@ def test_more_cores_try_powers_of_two() -> None:
     assert ThreadGovernor(max_threads=1).counts == [1]
 
 
-def test_governed_sets_torch_threads_and_records() -> None:
+@pytest.fixture
+def torch_threads():  # type: ignore[no-untyped-def]
+    """torch, with the process's thread count put back after the test whatever it did."""
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
-    governor = ThreadGovernor(max_threads=2)
-    governor._until_probe = 1  # the next batch is a probe of 1 thread
-    try:
-        with governed(torch, governor, 1000):
-            assert torch.get_num_threads() == 1
-        assert 1 in governor.cost
-        with governed(torch, None, 1000):  # no governor: nothing changes
-            pass
-    finally:
-        torch.set_num_threads(before)
+    yield torch
+    torch.set_num_threads(before)
 
 
-def test_governed_gives_the_callers_thread_count_back() -> None:
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
+def _probing_governor() -> ThreadGovernor:
     governor = ThreadGovernor(max_threads=2)
     governor._until_probe = 1  # the next batch is a probe of 1 thread
-    try:
-        torch.set_num_threads(2)
-        with governed(torch, governor, 1000):
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-        governor._until_probe = 1
-        with pytest.raises(ValueError), governed(torch, governor, 1000):
-            raise ValueError("a failing batch")
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    return governor
+
+
+def test_governed_sets_torch_threads_and_records(torch_threads) -> None:  # type: ignore[no-untyped-def]
+    governor = _probing_governor()
+    with governed(torch_threads, governor, 1000):
+        assert torch_threads.get_num_threads() == 1
+    assert 1 in governor.cost
+    with governed(torch_threads, None, 1000):  # no governor: nothing changes
+        pass
+
+
+def test_governed_gives_the_callers_thread_count_back(torch_threads) -> None:  # type: ignore[no-untyped-def]
+    torch_threads.set_num_threads(2)
+    governor = _probing_governor()
+    with governed(torch_threads, governor, 1000):
+        assert torch_threads.get_num_threads() == 1
+    assert torch_threads.get_num_threads() == 2
+    governor._until_probe = 1
+    with pytest.raises(ValueError), governed(torch_threads, governor, 1000):
+        raise ValueError("a failing batch")
+    assert torch_threads.get_num_threads() == 2
 
 
 def test_scoring_leaves_the_process_thread_count_alone(bert_ce: Path, sentences: list[str]) -> None:

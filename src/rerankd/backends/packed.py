@@ -69,10 +69,11 @@ def packed_attention(
     context = _PACKING.get()
     if context is None:
         raise RuntimeError("packed attention ran outside a packing() context")
-    bounds, prefix = context
-    first_rows = _FIRST_ROWS.get()
+    bounds, prefix, first_rows = context
     if first_rows is not None and first_rows.attention is module:
-        return first_rows.attend(query, bounds, scaling), None
+        # One query per sequence, its first token, against all of the sequence's keys.
+        return sdpa_per_sequence(query, first_rows.key, first_rows.value, bounds, False, scaling,
+                                 query_bounds=list(range(len(bounds)))), None
     causal = is_causal if is_causal is not None else bool(getattr(module, "is_causal", False))
     groups = int(getattr(module, "num_key_value_groups", 1) or 1)
     if prefix is None and attention_kernel(query.device.type, query.dtype, varlen_parameters()) == "varlen":
@@ -90,12 +91,18 @@ def packed_attention(
     return sdpa_per_sequence(query, key, value, bounds, causal, scaling), None
 
 
-def sdpa_per_sequence(query: Any, key: Any, value: Any, bounds: list[int], causal: bool, scaling: float | None) -> Any:
-    """SDPA with no mask on each packed sequence: (1, heads, T, d) in, (1, T, heads, d) out. Any device."""
+def sdpa_per_sequence(query: Any, key: Any, value: Any, bounds: list[int], causal: bool, scaling: float | None,
+                      query_bounds: list[int] | None = None) -> Any:
+    """SDPA with no mask on each packed sequence: (1, heads, T, d) in, (1, T, heads, d) out. Any device.
+
+    ``query_bounds``: where each sequence's queries lie in ``query`` when they are not all of its
+    tokens (:class:`FirstRowsOnly`: one row per sequence); keys and values follow ``bounds``.
+    """
     out = torch.empty_like(query)
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        out[:, :, start:end] = nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=causal, scale=scaling
+    rows = bounds if query_bounds is None else query_bounds
+    for (first, last), (start, end) in zip(zip(rows[:-1], rows[1:]), zip(bounds[:-1], bounds[1:])):
+        out[:, :, first:last] = nn.functional.scaled_dot_product_attention(
+            query[:, :, first:last], key[:, :, start:end], value[:, :, start:end], is_causal=causal, scale=scaling
         )
     return out.transpose(1, 2).contiguous()
 
@@ -185,15 +192,16 @@ class SharedPrefix:
         self.recording = True
 
 
-#: (sequence boundaries, shared prefix) of the packed call in progress on this thread.
-_PACKING: contextvars.ContextVar[tuple[list[int], SharedPrefix | None] | None] = contextvars.ContextVar(
-    "rerankd_packing", default=None)
+#: (sequence boundaries, shared prefix, first-rows cut) of the packed call in progress on this thread.
+_PACKING: contextvars.ContextVar[tuple[list[int], SharedPrefix | None, FirstRowsOnly | None] | None] = (
+    contextvars.ContextVar("rerankd_packing", default=None))
 
 
 @contextlib.contextmanager
-def packing(bounds: list[int], prefix: SharedPrefix | None = None) -> Iterator[None]:
+def packing(bounds: list[int], prefix: SharedPrefix | None = None, first_rows: FirstRowsOnly | None = None
+            ) -> Iterator[None]:
     """Tell :func:`packed_attention` where the sequences of the next model call start and end."""
-    token = _PACKING.set((bounds, prefix))
+    token = _PACKING.set((bounds, prefix, first_rows))
     try:
         yield
     finally:
@@ -210,7 +218,8 @@ class FirstRowsOnly:
     :func:`first_rows_hook` runs before that layer: it computes the keys and values from the full
     hidden states with the layer's own projections and hands the layer the first rows only;
     :func:`packed_attention` then attends each row to its own sequence's keys. Same results up to
-    rounding (a matrix product over fewer rows may block its sums differently).
+    rounding (a matrix product over fewer rows may block its sums differently). Passed to
+    :func:`packing` for the model call.
     """
 
     def __init__(self, attention: Any, first: Any) -> None:
@@ -219,22 +228,11 @@ class FirstRowsOnly:
         self.key: Any = None
         self.value: Any = None
 
-    def attend(self, query: Any, bounds: list[int], scaling: float | None) -> Any:
-        """query (1, heads, sequences, d), one row per sequence → output (1, sequences, heads, d)."""
-        out = torch.empty_like(query)
-        for row, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-            out[:, :, row:row + 1] = nn.functional.scaled_dot_product_attention(
-                query[:, :, row:row + 1], self.key[:, :, start:end], self.value[:, :, start:end], scale=scaling)
-        return out.transpose(1, 2).contiguous()
-
-
-#: The first-rows state of the packed encoder call in progress on this thread (None: every row).
-_FIRST_ROWS: contextvars.ContextVar[FirstRowsOnly | None] = contextvars.ContextVar("rerankd_first_rows", default=None)
-
 
 def first_rows_hook(layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
     """Forward pre-hook of the last encoder layer: keys and values over all tokens, then the first rows in."""
-    state = _FIRST_ROWS.get()
+    context = _PACKING.get()
+    state = context[2] if context is not None else None
     if state is None or state.attention is not layer.attention.self or state.key is not None:
         return None  # not this call, or already cut (a model wrapped twice carries the hook twice)
     hidden = args[0] if args else kwargs["hidden_states"]
@@ -413,12 +411,8 @@ class PackedPairClassifierScore(nn.Module):
     def forward(self, sequences: Sequence[Encoded]) -> Any:
         packed = PackedInputs(sequences, self.offset, self.model.device)
         state = FirstRowsOnly(self.last_layer.attention.self, packed.first) if self.last_layer is not None else None
-        token = _FIRST_ROWS.set(state)
-        try:
-            with packing(packed.bounds):
-                hidden = self.model.base_model(**packed.model_kwargs()).last_hidden_state[0]
-        finally:
-            _FIRST_ROWS.reset(token)
+        with packing(packed.bounds, first_rows=state):
+            hidden = self.model.base_model(**packed.model_kwargs()).last_hidden_state[0]
         # (sequences, 1, hidden): what the heads index [:, 0]
         first = (hidden if state is not None else hidden[packed.first]).unsqueeze(1)
         if self.bert_pooler:

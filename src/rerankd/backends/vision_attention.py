@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from rerankd._optional import require
+from rerankd.backends.packed import sdpa_per_sequence
 
 torch = require("torch")
 nn = torch.nn
@@ -68,12 +69,8 @@ class BlockedVisionAttention(nn.Module):
         cos, sin = position_embeddings
         query, key = rotate_blocked(query, cos, sin), rotate_blocked(key, cos, sin)
         query, key, value = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # (1, heads, patches, dim)
-        out = torch.empty(patches, self.num_heads, query.shape[-1], dtype=value.dtype, device=value.device)
-        bounds = cu_seqlens.tolist()
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            part = nn.functional.scaled_dot_product_attention(
-                query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], scale=self.scaling)
-            out[start:end] = part[0].transpose(0, 1)
+        # Each image attends to itself, as the packed text path's sequences do: one output, no cat.
+        out = sdpa_per_sequence(query, key, value, cu_seqlens.tolist(), False, self.scaling)
         return self.proj(out.reshape(patches, -1))
 
 

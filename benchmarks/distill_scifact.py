@@ -14,7 +14,7 @@ corpus titles, then the claims with deeper negatives, one epoch each), a 3-layer
 (listwise KL at T=6, 2 epochs, on the teacher's scores for the claims, the titles and 1000 abstract
 sentences) and a 2-layer student cut from that student and taught by it, resuming whatever exists in
 RUNS, then measures them: the recipe of scripts/train_scifact.sh at a size a 2-core machine runs in
-about 1.5 hours.
+about 2 hours.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ DEEPER_POOLS = ((60, "student-2l-deep"), (100, "student-2l-top100"))
 
 def small_recipe(runs: Path, data: str, seed: int, max_length: int, train_queries: int | None,
                  title_queries: int, sentence_queries: int) -> tuple[str, dict[str, str]]:
-    """scripts/train_scifact.sh at a size a 2-core machine runs in about 1.5 hours, trained (or resumed) in ``runs``.
+    """scripts/train_scifact.sh at a size a 2-core machine runs in about 2 hours, trained (or resumed) in ``runs``.
 
     Teacher stage 1: the claims plus ``title_queries`` corpus titles, BM25 top-50 negatives, 1 epoch
     (the full recipe: 1500 titles, 2 epochs); stage 2: the claims with top-100 negatives, 1 epoch.

@@ -59,6 +59,12 @@ def xlmr_ce(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def electra_ce(models_dir: Path) -> Path:
+    tiny_models.skip_without_shared(MINILM)
+    return _cached(models_dir, "electra-ce", lambda p: tiny_models.encoder_cross_encoder(p, "electra"))
+
+
+@pytest.fixture(scope="session")
 def qwen3_lm(models_dir: Path) -> Path:
     tiny_models.skip_without_shared(QWEN3)
     return _cached(models_dir, "qwen3-lm", tiny_models.qwen3_causal_lm)

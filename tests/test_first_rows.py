@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_models
-from conftest import MINILM, _cached
 from rerankd import Reranker
 from rerankd.backends.packed import PackedPairClassifierScore
 
 QUERY = "Which city is the capital of France?"
-
-
-@pytest.fixture(scope="module")
-def electra_ce(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(MINILM)
-    return _cached(models_dir, "electra-ce", lambda p: tiny_models.encoder_cross_encoder(p, "electra"))
 
 
 def _scores_both_ways(engine: Reranker, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:

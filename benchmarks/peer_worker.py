@@ -57,6 +57,7 @@ def _threads() -> dict[str, int]:
 
 
 def load_rerankd(options: dict[str, Any]) -> tuple[Scorer, dict[str, Any]]:
+    os.environ.update(options.get("environ", {}))  # before rerankd reads it (RERANKD_CPU_ATTENTION)
     from rerankd import Reranker
 
     reranker = Reranker.from_pretrained(options["model"], **options.get("kwargs", {}))

@@ -138,6 +138,9 @@ ROWS: dict[str, Row] = {
 # library version from the runtime when comparing ST rows.
 EXTRA_ROWS: dict[str, Row] = {
     "st-torch-venv": Row("sentence-transformers CrossEncoder default, in the onnx/openvino extras' env", "st", "st", _st(None)),
+    # rerankd's default with torch's SDPA instead of its AMX attention kernel, to show what the kernel adds.
+    "rerankd-sdpa": Row("rerankd default, `RERANKD_CPU_ATTENTION=sdpa`", "main", "rerankd",
+                        lambda s: {"model": str(s.model_dir), "environ": {"RERANKD_CPU_ATTENTION": "sdpa"}}),
 }
 ALL_ROWS = {**ROWS, **EXTRA_ROWS}
 

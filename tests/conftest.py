@@ -91,6 +91,20 @@ def bert_ce_small(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bert_ce_wide(models_dir: Path) -> Path:
+    """``bert_ce`` 128 wide: heads of 32 dimensions, MiniLM's, which rerankd's CPU attention kernel runs."""
+    tiny_models.skip_without_shared(MINILM)
+    return _cached(models_dir, "bert-ce-wide", lambda p: tiny_models.bert_cross_encoder(p, hidden=128))
+
+
+@pytest.fixture(scope="session")
+def qwen3_lm_wide(models_dir: Path) -> Path:
+    """``qwen3_lm`` with heads of 32 dimensions (4 query, 2 key heads), which rerankd's CPU attention kernel runs."""
+    tiny_models.skip_without_shared(QWEN3)
+    return _cached(models_dir, "qwen3-lm-wide", lambda p: tiny_models.qwen3_causal_lm(p, hidden=64, head_dim=32))
+
+
+@pytest.fixture(scope="session")
 def qwen3_seq_cls(models_dir: Path) -> Path:
     tiny_models.skip_without_shared(QWEN3)
     return _cached(models_dir, "qwen3-seq-cls", tiny_models.qwen3_seq_cls)

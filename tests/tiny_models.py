@@ -108,13 +108,13 @@ def xlmr_cross_encoder(out: Path) -> Path:
     return _save(XLMRobertaForSequenceClassification(cfg), tok, out)
 
 
-def _qwen3_config(hidden: int = 32, layers: int = 2, **extra):  # type: ignore[no-untyped-def]
+def _qwen3_config(hidden: int = 32, layers: int = 2, head_dim: int = 8, **extra):  # type: ignore[no-untyped-def]
     from transformers import Qwen3Config
 
     real = json.loads((QWEN3_TOKENIZER / "config.json").read_text())
     return Qwen3Config(
         vocab_size=real["vocab_size"], hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=8, intermediate_size=2 * hidden, max_position_embeddings=8192, tie_word_embeddings=True,
+        head_dim=head_dim, intermediate_size=2 * hidden, max_position_embeddings=8192, tie_word_embeddings=True,
         initializer_range=INIT_RANGE, rope_theta=real.get("rope_theta", 1000000), **extra,
     )
 
@@ -125,12 +125,12 @@ def qwen3_tokenizer():  # type: ignore[no-untyped-def]
     return AutoTokenizer.from_pretrained(str(QWEN3_TOKENIZER))
 
 
-def qwen3_causal_lm(out: Path, tie: bool = True, hidden: int = 32, layers: int = 2) -> Path:
+def qwen3_causal_lm(out: Path, tie: bool = True, hidden: int = 32, layers: int = 2, head_dim: int = 8) -> Path:
     """A Qwen3-Reranker-shaped causal LM; ``hidden``/``layers`` make a smaller one of the same family."""
     from transformers import Qwen3ForCausalLM
 
     _seed()
-    cfg = _qwen3_config(hidden, layers)
+    cfg = _qwen3_config(hidden, layers, head_dim)
     cfg.tie_word_embeddings = tie
     return _save(Qwen3ForCausalLM(cfg), qwen3_tokenizer(), out)
 

@@ -29,6 +29,7 @@ import inspect
 from typing import Any, Callable, Iterator, Sequence
 
 from rerankd._optional import require
+from rerankd.backends import cpu_attention
 from rerankd.backends.torch_modules import head_key, pair_score, pool
 from rerankd.families import Encoded, Family
 
@@ -81,13 +82,17 @@ def packed_attention(
                                  head_dim=query.shape[-1], groups=groups)
         if options is not None:
             return _varlen_attention(query, key, value, bounds, groups, options), None
+    if prefix is not None and prefix.recording:
+        prefix.layers[module.layer_idx] = (key, value)
+    if cpu_attention.usable(query, key):  # grouped-query heads as they are, prefix included
+        shared = prefix.layers[module.layer_idx] if prefix is not None and not prefix.recording else None
+        return cpu_attention.attention(query, key, value, bounds, scaling, causal=causal, prefix=shared), None
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
-    if prefix is not None and prefix.recording:
-        prefix.layers[module.layer_idx] = (key, value)
-    elif prefix is not None:
-        return _attend_with_prefix(query, key, value, bounds, prefix.layers[module.layer_idx], scaling), None
+    if prefix is not None and not prefix.recording:
+        shared = tuple(t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in prefix.layers[module.layer_idx])
+        return _attend_with_prefix(query, key, value, bounds, shared, scaling), None
     return sdpa_per_sequence(query, key, value, bounds, causal, scaling), None
 
 
@@ -95,9 +100,12 @@ def sdpa_per_sequence(query: Any, key: Any, value: Any, bounds: list[int], causa
                       query_bounds: list[int] | None = None) -> Any:
     """SDPA with no mask on each packed sequence: (1, heads, T, d) in, (1, T, heads, d) out. Any device.
 
-    ``query_bounds``: where each sequence's queries lie in ``query`` when they are not all of its
+    bf16 layers on a CPU with AMX run rerankd's kernel instead (:mod:`.cpu_attention`), all sequences
+    in one call. ``query_bounds``: where each sequence's queries lie in ``query`` when they are not all of its
     tokens (:class:`FirstRowsOnly`: one row per sequence); keys and values follow ``bounds``.
     """
+    if cpu_attention.usable(query, key):
+        return cpu_attention.attention(query, key, value, bounds, scaling, query_bounds, causal=causal)
     out = torch.empty_like(query)
     rows = bounds if query_bounds is None else query_bounds
     for (first, last), (start, end) in zip(zip(rows[:-1], rows[1:]), zip(bounds[:-1], bounds[1:])):

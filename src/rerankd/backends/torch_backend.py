@@ -33,14 +33,16 @@ class TorchBackend:
         of ``family``) instead of loading them from ``family.model_dir``. ``feature_cache_bytes``:
         the image-feature cache of a model that reads media (default 512 MiB, 0 = off)."""
         self.torch = require("torch")
+        from rerankd.backends.allocator import return_freed_memory, reuse_large_buffers
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, packs_by_default, supports_packing
         from rerankd.backends.torch_modules import build_module
         from rerankd.backends.vision_attention import use_blocked_vision_attention
-        from rerankd.backends.weights import return_freed_memory
 
         self.family = family
         self.device = resolve_device(device)
+        # Before the first large buffer: CPU inference reuses them instead of faulting in new pages.
+        self.allocator = reuse_large_buffers() if self.torch.device(self.device).type == "cpu" else None
         self.governor = cpu_thread_governor(self.torch, self.device, adaptive_threads)
         self.dtype = normalize_dtype(dtype) or default_dtype(self.device)
         self.dtype_choice = explain_dtype(self.device, self.dtype, requested=normalize_dtype(dtype) is not None)
@@ -94,12 +96,21 @@ class TorchBackend:
             return out.float().cpu().numpy()
 
     def attention(self) -> str:
-        """The attention kernel of packed batches here (``varlen`` or ``sdpa``), or ``padded``."""
+        """The attention kernel of packed batches here (``varlen``, ``amx`` or ``sdpa``), or ``padded``.
+
+        ``amx``: rerankd's kernel for bf16 attention on CPU (:mod:`.cpu_attention`);
+        ``describe()["cpu_attention"]`` says why it is or is not used.
+        """
         if not self.packed:
             return "padded"
+        from rerankd.backends import cpu_attention
         from rerankd.backends.packed import attention_kernel, varlen_parameters
 
-        return attention_kernel(self.torch.device(self.device).type, torch_dtype(self.dtype), varlen_parameters())
+        device, dtype = self.torch.device(self.device).type, torch_dtype(self.dtype)
+        kernel = attention_kernel(device, dtype, varlen_parameters())
+        if kernel == "sdpa" and device == "cpu" and dtype == self.torch.bfloat16 and cpu_attention.status().function:
+            return "amx"
+        return kernel
 
     def pin_threads(self) -> None:
         """Stop choosing threads per batch; run every batch on the usable cores from now on.
@@ -117,12 +128,21 @@ class TorchBackend:
             return {"threads": int(self.torch.get_num_threads()), "adaptive_threads": False}
         return {**self.governor.describe(), "adaptive_threads": True}
 
+    def cpu_attention_described(self) -> dict[str, Any]:
+        if not (self.packed and self.torch.device(self.device).type == "cpu" and self.dtype == "bfloat16"):
+            return {}
+        from rerankd.backends.cpu_attention import status
+
+        return {"cpu_attention": status().reason}
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
                 "parameters": self.parameters, **self.threads_described(),
-                "packed": self.packed, "attention": self.attention(), "quantization": self.quantization,
+                "packed": self.packed, "attention": self.attention(), **self.cpu_attention_described(),
+                "quantization": self.quantization,
                 "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations,
+                **({"allocator": self.allocator} if self.allocator else {}),
                 **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0,
                     "blocked_vision_attention_layers": self.blocked_vision_attention}
                    if self.reads_media else {})}

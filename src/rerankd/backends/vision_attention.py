@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from rerankd._optional import require
+from rerankd.backends.cpu_attention import torch_sdpa_only
 from rerankd.backends.packed import sdpa_per_sequence
 
 torch = require("torch")
@@ -89,7 +90,8 @@ def _probe_equal(original: Any, blocked: BlockedVisionAttention) -> bool:
     with torch.inference_mode():
         try:
             expected = original(hidden, cu_seqlens=cu_seqlens, position_embeddings=embeddings)
-            got = blocked(hidden, cu_seqlens=cu_seqlens, position_embeddings=embeddings)
+            with torch_sdpa_only():  # the rotation is what is compared: both on torch's attention
+                got = blocked(hidden, cu_seqlens=cu_seqlens, position_embeddings=embeddings)
         except (TypeError, RuntimeError):  # another transformers' signature: keep the original
             return False
     return bool(torch.equal(expected, got))

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any, Sequence
 
+from rerankd.backends.allocator import reuse_large_buffers
 from rerankd.errors import RerankdError
 
 #: Subcommand modules under ``rerankd.commands``; each defines ``register(subparsers)``.
@@ -51,6 +52,9 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Before any model loads or thread starts: threads created later (the server's inference thread)
+    # then share the one arena whose large buffers are reused (backends/allocator.py).
+    reuse_large_buffers()
     try:
         return int(args.run(args) or 0)
     except RerankdError as exc:

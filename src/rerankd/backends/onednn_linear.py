@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rerankd._optional import require
-from rerankd.backends.weights import return_freed_memory
+from rerankd.backends.allocator import return_freed_memory
 
 torch = require("torch")
 nn = torch.nn

@@ -29,6 +29,7 @@ class TorchInt8Backend(TorchBackend):
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
                  adaptive_threads: bool = True) -> None:
         self.torch = torch = require("torch")
+        from rerankd.backends.allocator import reuse_large_buffers
         from rerankd.backends.onednn_linear import use_onednn_linear
         from rerankd.backends.packed import packed_module, supports_packing
         from rerankd.backends.torch_modules import build_module
@@ -39,6 +40,7 @@ class TorchInt8Backend(TorchBackend):
             raise InputError(f"the torch-int8 backend computes in int8; drop dtype={dtype!r} or use --backend torch")
         self.family = family
         self.device = "cpu"
+        self.allocator = reuse_large_buffers()
         self.governor = cpu_thread_governor(torch, self.device, adaptive_threads)
         module = build_module(family, torch.float32, "cpu")
         self.parameters = sum(p.numel() for p in module.parameters())

@@ -161,22 +161,3 @@ def _pread_supported() -> bool:
     except (PackageNotFoundError, ValueError):
         return False
     return (major, minor) >= (0, 8)
-
-
-def return_freed_memory() -> None:
-    """Give memory freed while loading back to the operating system (glibc keeps it otherwise).
-
-    Loading converts hundreds of tensors on several threads; glibc keeps the freed buffers in its
-    per-thread arenas, which left 0.5 GB more RSS after the XLM-R large load than the model needs.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS)
-        return
-    trim(0)

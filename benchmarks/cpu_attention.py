@@ -54,6 +54,7 @@ def attention_alone(reps: int) -> list[str]:
     }
     lines = ["| attention call | tokens | rerankd kernel ms | torch SDPA ms | speed-up | max abs difference |",
              "|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
     for name, (lengths, heads, kv_heads, head_dim, causal, prefix_len) in cases.items():
         q, k, v, bounds = _packed(lengths, heads, kv_heads, head_dim)
         prefix = None

@@ -55,7 +55,8 @@ static void configure_tiles(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* Tile registers: 0-3 query chunks of 32 dims, 4 keys or values, 5 scores or outputs, 6 probabilities. */
+/* Tile registers: scores: 0-3 query chunks of 32 dims, 4 and 6 keys, 5 and 7 scores; outputs: 0-3
+ * accumulators, 4, 5 and 7 values, 6 probabilities. */
 /* Where key (or value) j of a task lies: the shared prefix's P rows first, then the sequence's own. */
 typedef struct { const bf16 *prefix; int64_t prefix_tok; int64_t P; const bf16 *own; int64_t own_tok; } rows_t;
 
@@ -106,14 +107,34 @@ static inline __attribute__((always_inline)) void attend_one(
         if (DC > 1) _tile_loadd(1, qs + 32, qstride);
         if (DC > 2) _tile_loadd(2, qs + 64, qstride);
         if (DC > 3) _tile_loadd(3, qs + 96, qstride);
-        for (int64_t jb = 0; jb < Lb; jb += 16) {
+        /* scores, two blocks of 16 keys at a time in independent tiles (5 and 7) so the products overlap */
+        for (int64_t jb = 0; jb < Lb; jb += 32) {
             _tile_zero(5);
+            _tile_zero(7);
             _tile_loadd(4, kp + jb, Lp * 4);
+            _tile_loadd(6, kp + jb + 16, Lp * 4);
             _tile_dpbf16ps(5, 0, 4);
-            if (DC > 1) { _tile_loadd(4, kp + 16 * Lp + jb, Lp * 4); _tile_dpbf16ps(5, 1, 4); }
-            if (DC > 2) { _tile_loadd(4, kp + 32 * Lp + jb, Lp * 4); _tile_dpbf16ps(5, 2, 4); }
-            if (DC > 3) { _tile_loadd(4, kp + 48 * Lp + jb, Lp * 4); _tile_dpbf16ps(5, 3, 4); }
+            _tile_dpbf16ps(7, 0, 6);
+            if (DC > 1) {
+                _tile_loadd(4, kp + 16 * Lp + jb, Lp * 4);
+                _tile_loadd(6, kp + 16 * Lp + jb + 16, Lp * 4);
+                _tile_dpbf16ps(5, 1, 4);
+                _tile_dpbf16ps(7, 1, 6);
+            }
+            if (DC > 2) {
+                _tile_loadd(4, kp + 32 * Lp + jb, Lp * 4);
+                _tile_loadd(6, kp + 32 * Lp + jb + 16, Lp * 4);
+                _tile_dpbf16ps(5, 2, 4);
+                _tile_dpbf16ps(7, 2, 6);
+            }
+            if (DC > 3) {
+                _tile_loadd(4, kp + 48 * Lp + jb, Lp * 4);
+                _tile_loadd(6, kp + 48 * Lp + jb + 16, Lp * 4);
+                _tile_dpbf16ps(5, 3, 4);
+                _tile_dpbf16ps(7, 3, 6);
+            }
             _tile_stored(5, s + jb, Lp * 4);
+            _tile_stored(7, s + jb + 16, Lp * 4);
         }
         float inv_sum[16];
         for (int r = 0; r < rows; r++) {
@@ -142,14 +163,30 @@ static inline __attribute__((always_inline)) void attend_one(
             inv_sum[r] = 1.0f / _mm512_reduce_add_ps(sum);
         }
         for (int r = rows; r < 16; r++) memset(p + r * Lp, 0, Lb * 2);
-        for (int dv = 0; dv < DV; dv++) {
-            _tile_zero(5);
+        /* outputs: up to four 16-column accumulators (tiles 0-3, free once the scores are done) fed by
+         * one probability tile per 32 keys, so consecutive products do not wait on each other */
+        for (int g = 0; g < DV; g += 4) {
+            const int n = DV - g < 4 ? DV - g : 4;
+            _tile_zero(0);
+            _tile_zero(1);
+            if (n > 2) { _tile_zero(2); _tile_zero(3); }
             for (int64_t jc = 0; jc < Lb; jc += 32) {
+                const uint32_t *vrow = vp + (jc / 2) * D + g * 16;
                 _tile_loadd(6, p + jc, Lp * 2);
-                _tile_loadd(4, vp + (jc / 2) * D + dv * 16, D * 4);
-                _tile_dpbf16ps(5, 6, 4);
+                _tile_loadd(4, vrow, D * 4);
+                _tile_loadd(5, vrow + 16, D * 4);
+                _tile_dpbf16ps(0, 6, 4);
+                _tile_dpbf16ps(1, 6, 5);
+                if (n > 2) {
+                    _tile_loadd(7, vrow + 32, D * 4);
+                    _tile_dpbf16ps(2, 6, 7);
+                    _tile_loadd(4, vrow + 48, D * 4);
+                    _tile_dpbf16ps(3, 6, 4);
+                }
             }
-            _tile_stored(5, obuf + dv * 16, D * 4);
+            _tile_stored(0, obuf + g * 16, D * 4);
+            _tile_stored(1, obuf + (g + 1) * 16, D * 4);
+            if (n > 2) { _tile_stored(2, obuf + (g + 2) * 16, D * 4); _tile_stored(3, obuf + (g + 3) * 16, D * 4); }
         }
         for (int r = 0; r < rows; r++) {
             bf16 *dst = out + (r0 + r) * out_tok;

@@ -267,6 +267,25 @@ def test_feature_cache_skips_the_vision_tower(fresh_cache, images) -> None:  # t
     assert uncached_backend.module.vision_calls == before + 2
 
 
+def test_int8_dynamic_backend_reads_images_and_caches_their_features(qwen3_vl: Path, packed, images) -> None:  # type: ignore[no-untyped-def]
+    from rerankd import Reranker
+
+    family, fp32 = packed
+    documents = [Document.image(str(p)) for p in images] + ["a dog on a couch", "a birthday cake with candles"]
+    query = "a family with a birthday cake"
+    exact = np.asarray(Reranker(family, fp32).score(query, documents, raw=True))
+    int8 = Reranker.from_pretrained(qwen3_vl, backend="torch-int8")
+    described = int8.describe()
+    assert described["backend"] == "torch-int8" and described["dtype"] == "int8" and described["feature_cache_bytes"] > 0
+    got = np.asarray(int8.score(query, documents, raw=True))
+    # Dynamic int8 on a random tiny model: logits move by ~0.1 (measured 0.12), the order holds.
+    assert np.abs(got - exact).max() < 0.3
+    assert np.corrcoef(got, exact)[0, 1] > 0.95
+    calls = int8.backend.module.vision_calls
+    int8.score("horses on a hill", documents, raw=True)
+    assert int8.backend.module.vision_calls == calls  # the same images: features from the cache
+
+
 def test_feature_cache_is_bounded_in_bytes() -> None:
     from rerankd.backends.feature_cache import FeatureCache
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rerankd._optional import require
-from rerankd.backends.torch_backend import TorchBackend, cpu_thread_governor
+from rerankd.backends.torch_backend import TorchBackend
 from rerankd.errors import InputError
 from rerankd.families import Family
 
@@ -27,34 +27,25 @@ class TorchInt8Backend(TorchBackend):
     name = "torch-int8"
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
-                 adaptive_threads: bool = True) -> None:
-        self.torch = torch = require("torch")
-        from rerankd.backends.allocator import reuse_large_buffers
-        from rerankd.backends.onednn_linear import use_onednn_linear
-        from rerankd.backends.packed import packed_module, supports_packing
+                 adaptive_threads: bool = True, feature_cache_bytes: int | None = None) -> None:
+        torch = require("torch")
         from rerankd.backends.torch_modules import build_module
 
         if device not in (None, "auto", "cpu"):
             raise InputError(f"the torch-int8 backend runs on CPU only, not {device!r}; use --backend torch there")
         if dtype not in (None, "auto", "int8", "qint8"):
             raise InputError(f"the torch-int8 backend computes in int8; drop dtype={dtype!r} or use --backend torch")
-        self.family = family
-        self.device = "cpu"
-        self.allocator = reuse_large_buffers()
-        self.governor = cpu_thread_governor(torch, self.device, adaptive_threads)
         module = build_module(family, torch.float32, "cpu")
-        self.parameters = sum(p.numel() for p in module.parameters())
-        self.module = quantize_linear_layers(module)
-        self.packed = supports_packing(family) if packed is None else packed
-        if self.packed:
-            self.module = packed_module(family, self.module)
-        # The layers left in fp32 (FFN down-projections, heads) run on oneDNN, as in the torch backend.
-        self.onednn = use_onednn_linear(self.module)
+        parameters = sum(p.numel() for p in module.parameters())
+        # The rest is the torch backend's own load on the quantized module: packing, the vision tower's
+        # pieces and image-feature cache for models that read media, oneDNN for the layers left fp32.
+        super().__init__(family, device="cpu", dtype="fp32", packed=packed, adaptive_threads=adaptive_threads,
+                         module=quantize_linear_layers(module), feature_cache_bytes=feature_cache_bytes)
+        self.parameters = parameters  # quantized layers hide their weights from parameters()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": self.device, "dtype": "int8", "parameters": self.parameters,
-                "packed": self.packed, "quantized_engine": self.torch.backends.quantized.engine,
-                "onednn_linear_layers": self.onednn.layers, **self.threads_described()}
+        return {**super().describe(), "dtype": "int8", "dtype_choice": "int8: dynamically quantized linear layers (torch-int8)",
+                "quantized_engine": self.torch.backends.quantized.engine}
 
 
 def quantize_linear_layers(module: Any) -> Any:

@@ -111,28 +111,19 @@ static inline __attribute__((always_inline)) void attend_one(
         for (int64_t jb = 0; jb < Lb; jb += 32) {
             _tile_zero(5);
             _tile_zero(7);
-            _tile_loadd(4, kp + jb, Lp * 4);
-            _tile_loadd(6, kp + jb + 16, Lp * 4);
-            _tile_dpbf16ps(5, 0, 4);
-            _tile_dpbf16ps(7, 0, 6);
-            if (DC > 1) {
-                _tile_loadd(4, kp + 16 * Lp + jb, Lp * 4);
-                _tile_loadd(6, kp + 16 * Lp + jb + 16, Lp * 4);
-                _tile_dpbf16ps(5, 1, 4);
-                _tile_dpbf16ps(7, 1, 6);
-            }
-            if (DC > 2) {
-                _tile_loadd(4, kp + 32 * Lp + jb, Lp * 4);
-                _tile_loadd(6, kp + 32 * Lp + jb + 16, Lp * 4);
-                _tile_dpbf16ps(5, 2, 4);
-                _tile_dpbf16ps(7, 2, 6);
-            }
-            if (DC > 3) {
-                _tile_loadd(4, kp + 48 * Lp + jb, Lp * 4);
-                _tile_loadd(6, kp + 48 * Lp + jb + 16, Lp * 4);
-                _tile_dpbf16ps(5, 3, 4);
-                _tile_dpbf16ps(7, 3, 6);
-            }
+/* query chunk c (tile c) against keys jb..jb+31: tile numbers must be immediates, hence a macro */
+#define SCORE_CHUNK(c)                                              \
+    do {                                                            \
+        _tile_loadd(4, kp + 16 * (c) * Lp + jb, Lp * 4);            \
+        _tile_loadd(6, kp + 16 * (c) * Lp + jb + 16, Lp * 4);       \
+        _tile_dpbf16ps(5, c, 4);                                    \
+        _tile_dpbf16ps(7, c, 6);                                    \
+    } while (0)
+            SCORE_CHUNK(0);
+            if (DC > 1) SCORE_CHUNK(1);
+            if (DC > 2) SCORE_CHUNK(2);
+            if (DC > 3) SCORE_CHUNK(3);
+#undef SCORE_CHUNK
             _tile_stored(5, s + jb, Lp * 4);
             _tile_stored(7, s + jb + 16, Lp * 4);
         }

@@ -106,11 +106,14 @@ class TorchBackend:
         from rerankd.backends import cpu_attention
         from rerankd.backends.packed import attention_kernel, varlen_parameters
 
-        device, dtype = self.torch.device(self.device).type, torch_dtype(self.dtype)
-        kernel = attention_kernel(device, dtype, varlen_parameters())
-        if kernel == "sdpa" and device == "cpu" and dtype == self.torch.bfloat16 and cpu_attention.status().function:
+        kernel = attention_kernel(self.torch.device(self.device).type, torch_dtype(self.dtype), varlen_parameters())
+        if kernel == "sdpa" and self._cpu_attention_applies() and cpu_attention.status().function:
             return "amx"
         return kernel
+
+    def _cpu_attention_applies(self) -> bool:
+        """Packed bf16 on CPU: where rerankd's attention kernel runs when this machine can run it."""
+        return self.packed and self.torch.device(self.device).type == "cpu" and self.dtype == "bfloat16"
 
     def pin_threads(self) -> None:
         """Stop choosing threads per batch; run every batch on the usable cores from now on.
@@ -129,7 +132,7 @@ class TorchBackend:
         return {**self.governor.describe(), "adaptive_threads": True}
 
     def cpu_attention_described(self) -> dict[str, Any]:
-        if not (self.packed and self.torch.device(self.device).type == "cpu" and self.dtype == "bfloat16"):
+        if not self._cpu_attention_applies():
             return {}
         from rerankd.backends.cpu_attention import status
 

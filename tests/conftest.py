@@ -27,7 +27,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tiny-models")
 
 
-def _cached(models_dir: Path, name: str, build) -> Path:  # type: ignore[no-untyped-def]
+def _cached(models_dir: Path, name: str, needs: str, build) -> Path:  # type: ignore[no-untyped-def]
+    """The tiny model ``name`` built once per session by ``build``; skips, naming it, without ``needs`` in ../shared."""
+    tiny_models.skip_without_shared(needs)
     out = models_dir / name
     if not (out / "config.json").exists():
         build(out)
@@ -42,78 +44,66 @@ SCIFACT_CORPUS = "data/scifact/corpus.jsonl"  # the XLM-R tokenizer is trained o
 
 @pytest.fixture(scope="session")
 def bert_ce(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(MINILM)
-    return _cached(models_dir, "bert-ce", tiny_models.bert_cross_encoder)
+    return _cached(models_dir, "bert-ce", MINILM, tiny_models.bert_cross_encoder)
 
 
 @pytest.fixture(scope="session")
 def bert_ce_2label(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(MINILM)
-    return _cached(models_dir, "bert-ce-2", lambda p: tiny_models.bert_cross_encoder(p, num_labels=2))
+    return _cached(models_dir, "bert-ce-2", MINILM, lambda p: tiny_models.bert_cross_encoder(p, num_labels=2))
 
 
 @pytest.fixture(scope="session")
 def xlmr_ce(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(SCIFACT_CORPUS)
-    return _cached(models_dir, "xlmr-ce", tiny_models.xlmr_cross_encoder)
+    return _cached(models_dir, "xlmr-ce", SCIFACT_CORPUS, tiny_models.xlmr_cross_encoder)
 
 
 @pytest.fixture(scope="session")
 def electra_ce(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(MINILM)
-    return _cached(models_dir, "electra-ce", lambda p: tiny_models.encoder_cross_encoder(p, "electra"))
+    return _cached(models_dir, "electra-ce", MINILM, lambda p: tiny_models.encoder_cross_encoder(p, "electra"))
 
 
 @pytest.fixture(scope="session")
 def qwen3_lm(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(QWEN3)
-    return _cached(models_dir, "qwen3-lm", tiny_models.qwen3_causal_lm)
+    return _cached(models_dir, "qwen3-lm", QWEN3, tiny_models.qwen3_causal_lm)
 
 
 @pytest.fixture(scope="session")
 def qwen3_lm_untied(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(QWEN3)
-    return _cached(models_dir, "qwen3-lm-untied", lambda p: tiny_models.qwen3_causal_lm(p, tie=False))
+    return _cached(models_dir, "qwen3-lm-untied", QWEN3, lambda p: tiny_models.qwen3_causal_lm(p, tie=False))
 
 
 @pytest.fixture(scope="session")
 def qwen3_lm_small(models_dir: Path) -> Path:
     """The same family as ``qwen3_lm``, narrower (16 wide) and shallower (1 layer): a distillation student."""
-    tiny_models.skip_without_shared(QWEN3)
-    return _cached(models_dir, "qwen3-lm-small", lambda p: tiny_models.qwen3_causal_lm(p, hidden=16, layers=1))
+    return _cached(models_dir, "qwen3-lm-small", QWEN3, lambda p: tiny_models.qwen3_causal_lm(p, hidden=16, layers=1))
 
 
 @pytest.fixture(scope="session")
 def bert_ce_small(models_dir: Path) -> Path:
     """The same family as ``bert_ce``, 16 wide and 1 layer deep."""
-    tiny_models.skip_without_shared(MINILM)
-    return _cached(models_dir, "bert-ce-small", lambda p: tiny_models.bert_cross_encoder(p, hidden=16, layers=1))
+    return _cached(models_dir, "bert-ce-small", MINILM, lambda p: tiny_models.bert_cross_encoder(p, hidden=16, layers=1))
 
 
 @pytest.fixture(scope="session")
 def bert_ce_wide(models_dir: Path) -> Path:
     """``bert_ce`` 128 wide: heads of 32 dimensions, MiniLM's, which rerankd's CPU attention kernel runs."""
-    tiny_models.skip_without_shared(MINILM)
-    return _cached(models_dir, "bert-ce-wide", lambda p: tiny_models.bert_cross_encoder(p, hidden=128))
+    return _cached(models_dir, "bert-ce-wide", MINILM, lambda p: tiny_models.bert_cross_encoder(p, hidden=128))
 
 
 @pytest.fixture(scope="session")
 def qwen3_lm_wide(models_dir: Path) -> Path:
     """``qwen3_lm`` with heads of 32 dimensions (4 query, 2 key heads), which rerankd's CPU attention kernel runs."""
-    tiny_models.skip_without_shared(QWEN3)
-    return _cached(models_dir, "qwen3-lm-wide", lambda p: tiny_models.qwen3_causal_lm(p, hidden=64, head_dim=32))
+    return _cached(models_dir, "qwen3-lm-wide", QWEN3, lambda p: tiny_models.qwen3_causal_lm(p, hidden=64, head_dim=32))
 
 
 @pytest.fixture(scope="session")
 def qwen3_seq_cls(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(QWEN3)
-    return _cached(models_dir, "qwen3-seq-cls", tiny_models.qwen3_seq_cls)
+    return _cached(models_dir, "qwen3-seq-cls", QWEN3, tiny_models.qwen3_seq_cls)
 
 
 @pytest.fixture(scope="session")
 def bi_encoder(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(MINILM)
-    return _cached(models_dir, "bi-encoder", tiny_models.bi_encoder)
+    return _cached(models_dir, "bi-encoder", MINILM, tiny_models.bi_encoder)
 
 
 @pytest.fixture(scope="session")
@@ -140,12 +130,10 @@ def local_ray():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def qwen3_vl(models_dir: Path) -> Path:
-    tiny_models.skip_without_shared(QWEN3)
-    return _cached(models_dir, "qwen3-vl", tiny_models.qwen3_vl)
+    return _cached(models_dir, "qwen3-vl", QWEN3, tiny_models.qwen3_vl)
 
 
 @pytest.fixture(scope="session")
 def qwen3_vl_small(models_dir: Path) -> Path:
     """The same family as ``qwen3_vl``, narrower (32 wide) with one text layer: a distillation student."""
-    tiny_models.skip_without_shared(QWEN3)
-    return _cached(models_dir, "qwen3-vl-small", lambda p: tiny_models.qwen3_vl(p, shape="small"))
+    return _cached(models_dir, "qwen3-vl-small", QWEN3, lambda p: tiny_models.qwen3_vl(p, shape="small"))

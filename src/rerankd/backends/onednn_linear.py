@@ -16,6 +16,7 @@ left as it was.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,17 +56,37 @@ class OneDnnLinear(nn.Module):
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
+        self.dtype = linear.weight.dtype
         self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _ROWS_HINT)
         self.bias = None if linear.bias is None else linear.bias.detach()
         self.post_op = post_op
 
     def forward(self, x: Any) -> Any:
-        rows = x.reshape(-1, self.in_features)
+        rows = _in_dtype(x, self.dtype).reshape(-1, self.in_features)
         out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op[0], [], self.post_op[1])
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, post_op={self.post_op[0]}"
+
+
+# The last input converted to a layer's dtype, per thread. An fp32 residual stream
+# (backends/residual_fp32.py) feeds several layers the same tensor (an encoder's query, key and
+# value projections): it is converted once. The entry holds the source itself, so its identity
+# cannot pass to another tensor while cached. (Inference tensors keep no version counter: this relies
+# on the stream not being changed in place between the layers that read it, as no encoder does.)
+_last_conversion = threading.local()
+
+
+def _in_dtype(x: Any, dtype: Any) -> Any:
+    if x.dtype == dtype:
+        return x
+    last = getattr(_last_conversion, "entry", None)
+    if last is not None and last[0] is x and last[1].dtype == dtype:
+        return last[1]
+    converted = x.to(dtype)
+    _last_conversion.entry = (x, converted)
+    return converted
 
 
 class PatchLinear(nn.Module):

@@ -26,16 +26,19 @@ class TorchBackend:
 
     def __init__(self, family: Family, device: str | None = None, dtype: str | None = None, packed: bool | None = None,
                  onednn: bool = True, adaptive_threads: bool = True, quantization: str | None = None,
-                 module: Any = None, feature_cache_bytes: int | None = None) -> None:
+                 module: Any = None, feature_cache_bytes: int | None = None, fp32_residual: bool = True) -> None:
         """``packed``: ``None`` packs on CPU only; ``True`` also on CUDA (opt-in: that path awaits its GPU
         verification, ``benchmarks/gpu_check.py``). ``quantization``: CUDA weight quantization
         (:mod:`rerankd.gpu_quantization`). ``module``: an already built padded module (the weights
         of ``family``) instead of loading them from ``family.model_dir``. ``feature_cache_bytes``:
-        the image-feature cache of a model that reads media (default 512 MiB, 0 = off)."""
+        the image-feature cache of a model that reads media (default 512 MiB, 0 = off).
+        ``fp32_residual``: in bf16 on oneDNN layers, a post-LN encoder's residual stream stays fp32
+        (:mod:`.residual_fp32`); False rounds it to bf16 as the plain model does, to compare."""
         self.torch = require("torch")
         from rerankd.backends.allocator import return_freed_memory, reuse_large_buffers
         from rerankd.backends.onednn_linear import OneDnnReport, use_onednn_linear
         from rerankd.backends.packed import packed_module, packs_by_default, supports_packing
+        from rerankd.backends.residual_fp32 import keep_residual_fp32
         from rerankd.backends.torch_modules import build_module
         from rerankd.backends.vision_attention import use_blocked_vision_attention
 
@@ -74,6 +77,7 @@ class TorchBackend:
         # On CPU, weights reordered once for oneDNN and activations fused (backends/onednn_linear.py);
         # onednn=False keeps plain nn.Linear layers, to compare.
         self.onednn = use_onednn_linear(self.module) if onednn else OneDnnReport()
+        self.fp32_residual_norms = keep_residual_fp32(self.module) if fp32_residual and self.dtype == "bfloat16" else 0
         return_freed_memory()  # the load's and the reorder's temporaries
 
     @property
@@ -145,6 +149,7 @@ class TorchBackend:
                 "quantization": self.quantization,
                 "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations,
+                **({"fp32_residual_norms": self.fp32_residual_norms} if self.fp32_residual_norms else {}),
                 **({"allocator": self.allocator} if self.allocator else {}),
                 **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0,
                     "blocked_vision_attention_layers": self.blocked_vision_attention}

@@ -10,6 +10,7 @@ import torch
 
 from rerankd import Reranker
 from rerankd.backends.onednn_linear import OneDnnLinear, _in_dtype, onednn_linear_supported
+from rerankd.backends import residual_fp32
 from rerankd.backends.residual_fp32 import Fp32LayerNorm, keep_residual_fp32
 from rerankd.backends.torch_backend import TorchBackend
 
@@ -83,3 +84,63 @@ def test_one_conversion_per_tensor() -> None:
     assert _in_dtype(other, torch.bfloat16) is other
     layer = OneDnnLinear(torch.nn.Linear(8, 3).to(torch.bfloat16))
     torch.testing.assert_close(layer(a), layer(a.to(torch.bfloat16)))
+
+
+needs_norm_kernel = pytest.mark.skipif(not residual_fp32.NEEDED_FLAGS <= residual_fp32.cpu_flags(),
+                                       reason="this CPU has no AVX512-BF16: the norm kernel is never built here")
+
+
+@pytest.fixture
+def fresh_norm_kernel():  # type: ignore[no-untyped-def]
+    residual_fp32.norm_kernel.cache_clear()
+    yield
+    residual_fp32.norm_kernel.cache_clear()
+
+
+@needs_norm_kernel
+@pytest.mark.parametrize("cols", [32, 1024, 1000])
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_norm_kernel_is_torch_layer_norm_of_the_sum(cols: int, x_dtype: torch.dtype, with_residual: bool,
+                                                     affine: bool) -> None:
+    function = residual_fp32.norm_kernel().function
+    assert function is not None, residual_fp32.norm_kernel().reason
+    generator = torch.Generator().manual_seed(cols)
+    x = (3 * torch.randn(37, cols, generator=generator) - 1).to(x_dtype)
+    residual = 5 * torch.randn(37, cols, generator=generator) if with_residual else None
+    weight, bias = (torch.randn(cols, generator=generator), torch.randn(cols, generator=generator)) if affine else (None, None)
+    out = residual_fp32._run(function, x, residual, weight, bias, 1e-12, 2)
+    total = x.float() if residual is None else x.float() + residual
+    torch.testing.assert_close(out, torch.nn.functional.layer_norm(total, (cols,), weight, bias, 1e-12), atol=2e-5, rtol=1e-5)
+    # its bf16 copy is the fp32 output rounded, and the next layer takes it instead of converting
+    converted = _in_dtype(out, torch.bfloat16)
+    assert torch.equal(converted, out.to(torch.bfloat16))
+
+
+@needs_bf16
+@needs_norm_kernel
+def test_encoder_scores_the_same_with_and_without_the_norm_kernel(xlmr_ce: Path, sentences: list[str],
+                                                                   monkeypatch, fresh_norm_kernel) -> None:  # type: ignore[no-untyped-def]
+    engine = Reranker.from_pretrained(str(xlmr_ce), dtype="bf16")
+    assert engine.describe()["fp32_residual_norm_kernel"].startswith("rerankd AVX512-BF16 kernel")
+    # every sublayer's end hands its residual to the norm (so the kernel adds as it normalizes)
+    outputs = [m for m in engine.backend.module.modules() if type(m).__name__.endswith("Output") and hasattr(m, "dense")]
+    assert len(outputs) == 2 * engine.family.config["num_hidden_layers"]
+    assert all(m.forward.__func__ is residual_fp32._dense_add_norm for m in outputs)
+    with_kernel = _scores(engine, sentences * 2)
+    residual_fp32.norm_kernel.cache_clear()
+    monkeypatch.setenv(residual_fp32.ENV, "torch")
+    assert residual_fp32.norm_kernel().function is None and "RERANKD_CPU_NORM=torch" in residual_fp32.norm_kernel().reason
+    # the kernel's fp32 sums round differently from torch's in the last bits, which a bf16 product can
+    # carry into a last bf16 bit of its own
+    np.testing.assert_allclose(with_kernel, _scores(engine, sentences * 2), atol=1e-2)
+
+
+def test_norm_kernel_says_why_without_avx512_bf16(monkeypatch, fresh_norm_kernel) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(residual_fp32, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    state = residual_fp32.norm_kernel()
+    assert state.function is None and "avx512_bf16" in state.reason
+    norm = Fp32LayerNorm(torch.nn.LayerNorm(16))
+    x, residual = torch.randn(3, 16).to(torch.bfloat16), torch.randn(3, 16)
+    torch.testing.assert_close(norm(x, residual), torch.nn.functional.layer_norm(x.float() + residual, (16,)))

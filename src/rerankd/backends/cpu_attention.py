@@ -5,9 +5,7 @@ torch's flash-attention kernel, which on sequences of 100-300 tokens and heads o
 below the matrix units' speed. ``kernels/attention_bf16.c`` does one (sequence, head) per task with
 AMX tiles for both products and an fp32 softmax; ``benchmarks/cpu_attention.py`` compares the two.
 
-There is no prebuilt binary: the C file is compiled by the machine's C compiler (``$CC``, else
-``cc``/``gcc``) the first time a process needs it (about a second) into rerankd's cache, keyed by the
-source, the flags and the compiler. Where anything is missing (no AMX, no compiler, no GNU OpenMP in
+There is no prebuilt binary: the C file is compiled on first use (:mod:`.native`). Where anything is missing (no AMX, no compiler, no GNU OpenMP in
 the process, the kernel's probe disagreeing with torch) rerankd uses torch's SDPA and
 :func:`status` says why; ``RERANKD_CPU_ATTENTION=sdpa`` turns the kernel off.
 
@@ -22,27 +20,20 @@ import contextlib
 import contextvars
 import ctypes
 import functools
-import hashlib
 import os
 import platform
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any, Iterator
 
 from rerankd._optional import require
+from rerankd.backends.native import KernelUnavailable, load_kernel
 from rerankd.hardware import cpu_flags
-from rerankd.hub import cache_root
 
 torch = require("torch")
 
 ENV = "RERANKD_CPU_ATTENTION"
 SOURCE = "attention_bf16.c"
-FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
-         "-mamx-tile", "-mamx-bf16", "-mfma")
+FLAGS = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16", "-mfma")
 HEAD_DIMS = (32, 64, 128)
 NEEDED_FLAGS = frozenset({"amx_bf16", "amx_tile", "avx512_bf16"})
 #: Largest |kernel − torch SDPA| the load-time probe accepts (bf16 outputs of magnitude ≲ 1: a few ulps).
@@ -124,15 +115,10 @@ def status() -> KernelStatus:
     missing = NEEDED_FLAGS - cpu_flags()
     if missing:
         return KernelStatus(None, f"sdpa (this CPU lacks {', '.join(sorted(missing))} for rerankd's attention kernel)")
-    if not _gnu_openmp_loaded():
-        return KernelStatus(None, "sdpa (torch does not run on GNU OpenMP here; the kernel shares torch's threads through it)")
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        return KernelStatus(None, "sdpa (no C compiler to build rerankd's attention kernel: install gcc)")
     try:
-        library = ctypes.CDLL(str(_build(compiler)))
-    except (OSError, subprocess.SubprocessError) as exc:
-        return KernelStatus(None, f"sdpa (building rerankd's attention kernel failed: {str(exc).splitlines()[0][:200]})")
+        library = load_kernel(SOURCE, FLAGS, "attention kernel")
+    except KernelUnavailable as exc:
+        return KernelStatus(None, f"sdpa ({exc})")
     if library.rerankd_request_amx() != 0:
         return KernelStatus(None, "sdpa (the operating system refused AMX tile state)")
     function = library.rerankd_attention_bf16
@@ -145,31 +131,6 @@ def status() -> KernelStatus:
     if error > PROBE_TOLERANCE:
         return KernelStatus(None, f"sdpa (rerankd's attention kernel differed from torch by {error:.3g} in its probe)")
     return KernelStatus(function, "rerankd AMX kernel (bf16 layers)")
-
-
-def _gnu_openmp_loaded() -> bool:
-    try:
-        return "libgomp" in Path("/proc/self/maps").read_text()
-    except OSError:
-        return False
-
-
-def _build(compiler: str) -> Path:
-    source = resources.files("rerankd.backends").joinpath("kernels", SOURCE).read_bytes()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(source + repr(FLAGS).encode() + version.encode()).hexdigest()[:16]
-    target = cache_root() / "kernels" / f"attention_bf16-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src, built = Path(tmp) / SOURCE, Path(tmp) / target.name
-        src.write_bytes(source)
-        done = subprocess.run([compiler, *FLAGS, str(src), "-o", str(built)], capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise OSError(done.stderr.strip() or f"{compiler} exited with {done.returncode}")
-        os.replace(built, target)  # atomic: a concurrent process sees the old name or the whole file
-    return target
 
 
 def reference(query: Any, key: Any, value: Any, bounds: list[int], scaling: float | None = None, *,

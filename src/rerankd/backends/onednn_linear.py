@@ -85,8 +85,13 @@ def _in_dtype(x: Any, dtype: Any) -> Any:
     if last is not None and last[0] is x and last[1].dtype == dtype:
         return last[1]
     converted = x.to(dtype)
-    _last_conversion.entry = (x, converted)
+    remember_conversion(x, converted)
     return converted
+
+
+def remember_conversion(source: Any, converted: Any) -> None:
+    """Tell the layers that ``converted`` is ``source`` in another dtype (a kernel wrote both at once)."""
+    _last_conversion.entry = (source, converted)
 
 
 class PatchLinear(nn.Module):

@@ -142,6 +142,13 @@ class TorchBackend:
 
         return {"cpu_attention": status().reason}
 
+    def fp32_residual_described(self) -> dict[str, Any]:
+        if not self.fp32_residual_norms:
+            return {}
+        from rerankd.backends.residual_fp32 import norm_kernel
+
+        return {"fp32_residual_norms": self.fp32_residual_norms, "fp32_residual_norm_kernel": norm_kernel().reason}
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "dtype_choice": self.dtype_choice,
                 "parameters": self.parameters, **self.threads_described(),
@@ -149,7 +156,7 @@ class TorchBackend:
                 "quantization": self.quantization,
                 "onednn_linear_layers": self.onednn.layers,
                 "onednn_fused_activations": self.onednn.fused_activations,
-                **({"fp32_residual_norms": self.fp32_residual_norms} if self.fp32_residual_norms else {}),
+                **self.fp32_residual_described(),
                 **({"allocator": self.allocator} if self.allocator else {}),
                 **({"feature_cache_bytes": self.feature_cache.max_bytes if self.feature_cache else 0,
                     "blocked_vision_attention_layers": self.blocked_vision_attention}

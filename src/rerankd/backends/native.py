@@ -1,0 +1,71 @@
+"""rerankd's C kernels: compiled by the machine's C compiler on first use, cached, loaded with ctypes.
+
+There are no prebuilt binaries: each file of ``backends/kernels`` is compiled (``$CC``, else
+``cc``/``gcc``; about a second) into rerankd's cache the first time a process needs it, keyed by the
+source, the flags and the compiler's version. The kernels run their loops on torch's own GNU OpenMP
+pool, so they are used only where torch loaded libgomp.
+
+Example:
+    >>> library = load_kernel("add_layer_norm.c", ("-mavx512f",), "norm kernel")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from rerankd.hub import cache_root
+
+#: Every kernel: a shared library with OpenMP.
+COMMON_FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp")
+
+
+class KernelUnavailable(Exception):
+    """Why a kernel cannot be loaded here (a sentence for ``rerankd info``)."""
+
+
+def load_kernel(source: str, flags: tuple[str, ...], what: str) -> ctypes.CDLL:
+    """Build ``backends/kernels/<source>`` with ``flags`` (once per machine) and load it.
+
+    Raises :class:`KernelUnavailable` naming what is missing: GNU OpenMP in the process, a compiler,
+    or the build of ``what`` (``"attention kernel"``) itself."""
+    if not gnu_openmp_loaded():
+        raise KernelUnavailable(f"torch does not run on GNU OpenMP here; the {what} shares torch's threads through it")
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise KernelUnavailable(f"no C compiler to build rerankd's {what}: install gcc")
+    try:
+        return ctypes.CDLL(str(_build(compiler, source, (*COMMON_FLAGS, *flags))))
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise KernelUnavailable(f"building rerankd's {what} failed: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def gnu_openmp_loaded() -> bool:
+    try:
+        return "libgomp" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
+def _build(compiler: str, source_name: str, flags: tuple[str, ...]) -> Path:
+    source = resources.files("rerankd.backends").joinpath("kernels", source_name).read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256(source + repr(flags).encode() + version.encode()).hexdigest()[:16]
+    target = cache_root() / "kernels" / f"{Path(source_name).stem}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src, built = Path(tmp) / source_name, Path(tmp) / target.name
+        src.write_bytes(source)
+        done = subprocess.run([compiler, *flags, str(src), "-o", str(built)], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise OSError(done.stderr.strip() or f"{compiler} exited with {done.returncode}")
+        os.replace(built, target)  # atomic: a concurrent process sees the old name or the whole file
+    return target

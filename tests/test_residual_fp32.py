@@ -144,3 +144,11 @@ def test_norm_kernel_says_why_without_avx512_bf16(monkeypatch, fresh_norm_kernel
     norm = Fp32LayerNorm(torch.nn.LayerNorm(16))
     x, residual = torch.randn(3, 16).to(torch.bfloat16), torch.randn(3, 16)
     torch.testing.assert_close(norm(x, residual), torch.nn.functional.layer_norm(x.float() + residual, (16,)))
+
+
+@needs_bf16
+def test_the_fp32_residual_is_part_of_the_fingerprint(bert_ce: Path) -> None:
+    engine = Reranker.from_pretrained(str(bert_ce), dtype="bf16")
+    plain = Reranker(engine.family, TorchBackend(engine.family, device="cpu", dtype="bf16", fp32_residual=False))
+    assert engine.fingerprint()["residual"] == "fp32"
+    assert "residual" not in plain.fingerprint()  # plain bf16 keeps the keys it always had

@@ -5,7 +5,8 @@ scores of two configurations: a cache written under another fingerprint is refus
 
 Fields: ``model`` (the name it was loaded by), ``revision`` (the hub commit, or a content hash of the
 local files), ``family``, ``backend``, ``dtype``, ``device_type``, and the family's settings
-(``max_length``, the default instruction of an LLM reranker, pooling, labels, activation...).
+(``max_length``, the default instruction of an LLM reranker, pooling, labels, activation...);
+``quantization`` and ``residual`` (``fp32`` for a bf16 encoder's fp32 residual stream) where they apply.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def model_fingerprint(family: Any, backend: Any, name: str) -> dict[str, str]:
     }
     if described.get("quantization"):  # quantized weights score differently; unquantized keeps its old keys
         fields["quantization"] = described["quantization"]
+    if described.get("fp32_residual_norms"):  # bf16 with an fp32 residual stream scores apart from plain bf16
+        fields["residual"] = "fp32"
     model_file = described.get("model_file")
     if model_file:  # an ONNX graph is its own weights (with its external data file, if any): hash them too
         graph = Path(model_file)

@@ -20,13 +20,11 @@ import contextlib
 import contextvars
 import ctypes
 import functools
-import os
-import platform
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from rerankd._optional import require
-from rerankd.backends.native import KernelUnavailable, load_kernel
+from rerankd.backends.native import KernelUnavailable, load_checked
 from rerankd.hardware import cpu_flags
 
 torch = require("torch")
@@ -108,15 +106,9 @@ def _run(function: Any, query: Any, key: Any, value: Any, bounds: list[int], que
 @functools.lru_cache(maxsize=1)
 def status() -> KernelStatus:
     """Build (first time), load and probe the kernel once per process; say why when it cannot run."""
-    if os.environ.get(ENV, "auto").strip().lower() == "sdpa":
-        return KernelStatus(None, f"sdpa ({ENV}=sdpa)")
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return KernelStatus(None, "sdpa (rerankd's attention kernel is for Linux x86-64)")
-    missing = NEEDED_FLAGS - cpu_flags()
-    if missing:
-        return KernelStatus(None, f"sdpa (this CPU lacks {', '.join(sorted(missing))} for rerankd's attention kernel)")
     try:
-        library = load_kernel(SOURCE, FLAGS, "attention kernel")
+        library = load_checked(SOURCE, FLAGS, "attention kernel", env=ENV, off="sdpa", needed=NEEDED_FLAGS,
+                               cpu=cpu_flags())
     except KernelUnavailable as exc:
         return KernelStatus(None, f"sdpa ({exc})")
     if library.rerankd_request_amx() != 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -44,6 +45,20 @@ def load_kernel(source: str, flags: tuple[str, ...], what: str) -> ctypes.CDLL:
         return ctypes.CDLL(str(_build(compiler, source, (*COMMON_FLAGS, *flags))))
     except (OSError, subprocess.SubprocessError) as exc:
         raise KernelUnavailable(f"building rerankd's {what} failed: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def load_checked(source: str, flags: tuple[str, ...], what: str, *, env: str, off: str,
+                 needed: frozenset[str], cpu: frozenset[str]) -> ctypes.CDLL:
+    """:func:`load_kernel`, after the checks every kernel makes: ``env`` set to ``off`` turns it off; Linux
+    x86-64 only; ``needed`` CPU flags all in ``cpu`` (the caller's reading of this CPU's flags)."""
+    if os.environ.get(env, "auto").strip().lower() == off:
+        raise KernelUnavailable(f"{env}={off}")
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise KernelUnavailable(f"rerankd's {what} is for Linux x86-64")
+    missing = needed - cpu
+    if missing:
+        raise KernelUnavailable(f"this CPU lacks {', '.join(sorted(missing))} for rerankd's {what}")
+    return load_kernel(source, flags, what)
 
 
 def gnu_openmp_loaded() -> bool:

@@ -23,14 +23,12 @@ import contextvars
 import ctypes
 import functools
 import inspect
-import os
-import platform
 import types
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from rerankd._optional import require
-from rerankd.backends.native import KernelUnavailable, load_kernel
+from rerankd.backends.native import KernelUnavailable, load_checked
 from rerankd.backends.onednn_linear import remember_conversion
 from rerankd.hardware import cpu_flags
 
@@ -141,15 +139,8 @@ def _dense_add_norm(self: Any, hidden_states: Any, input_tensor: Any) -> Any:
 @functools.lru_cache(maxsize=1)
 def norm_kernel() -> NormKernel:
     """Build (first time), load and probe the kernel once per process; say why when it cannot run."""
-    if os.environ.get(ENV, "auto").strip().lower() == "torch":
-        return NormKernel(None, f"torch ({ENV}=torch)")
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return NormKernel(None, "torch (rerankd's norm kernel is for Linux x86-64)")
-    missing = NEEDED_FLAGS - cpu_flags()
-    if missing:
-        return NormKernel(None, f"torch (this CPU lacks {', '.join(sorted(missing))} for rerankd's norm kernel)")
     try:
-        library = load_kernel(SOURCE, FLAGS, "norm kernel")
+        library = load_checked(SOURCE, FLAGS, "norm kernel", env=ENV, off="torch", needed=NEEDED_FLAGS, cpu=cpu_flags())
     except KernelUnavailable as exc:
         return NormKernel(None, f"torch ({exc})")
     function = library.rerankd_add_layer_norm

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rerankd import Reranker
-from rerankd.backends.onednn_linear import OneDnnLinear, _in_dtype, onednn_linear_supported
+from rerankd.backends.onednn_linear import OneDnnLinear, in_dtype, onednn_linear_supported
 from rerankd.backends import residual_fp32
 from rerankd.backends.residual_fp32 import Fp32LayerNorm, keep_residual_fp32
 from rerankd.backends.torch_backend import TorchBackend
@@ -77,11 +77,11 @@ def test_plain_bf16_linear_layers_are_left_alone(bert_ce: Path, sentences: list[
 @needs_bf16
 def test_one_conversion_per_tensor() -> None:
     a, b = torch.randn(4, 8), torch.randn(4, 8)
-    first = _in_dtype(a, torch.bfloat16)
-    assert _in_dtype(a, torch.bfloat16) is first  # the query, key and value projections share it
-    other = _in_dtype(b, torch.bfloat16)
+    first = in_dtype(a, torch.bfloat16)
+    assert in_dtype(a, torch.bfloat16) is first  # the query, key and value projections share it
+    other = in_dtype(b, torch.bfloat16)
     assert other is not first and torch.equal(other, b.to(torch.bfloat16))
-    assert _in_dtype(other, torch.bfloat16) is other
+    assert in_dtype(other, torch.bfloat16) is other
     layer = OneDnnLinear(torch.nn.Linear(8, 3).to(torch.bfloat16))
     torch.testing.assert_close(layer(a), layer(a.to(torch.bfloat16)))
 
@@ -114,7 +114,7 @@ def test_norm_kernel_is_torch_layer_norm_of_the_sum(cols: int, x_dtype: torch.dt
     total = x.float() if residual is None else x.float() + residual
     torch.testing.assert_close(out, torch.nn.functional.layer_norm(total, (cols,), weight, bias, 1e-12), atol=2e-5, rtol=1e-5)
     # its bf16 copy is the fp32 output rounded, and the next layer takes it instead of converting
-    converted = _in_dtype(out, torch.bfloat16)
+    converted = in_dtype(out, torch.bfloat16)
     assert torch.equal(converted, out.to(torch.bfloat16))
 
 

@@ -5,9 +5,10 @@ torch's flash-attention kernel, which on sequences of 100-300 tokens and heads o
 below the matrix units' speed. ``kernels/attention_bf16.c`` does one (sequence, head) per task with
 AMX tiles for both products and an fp32 softmax; ``benchmarks/cpu_attention.py`` compares the two.
 
-There is no prebuilt binary: the C file is compiled on first use (:mod:`.native`). Where anything is missing (no AMX, no compiler, no GNU OpenMP in
-the process, the kernel's probe disagreeing with torch) rerankd uses torch's SDPA and
-:func:`status` says why; ``RERANKD_CPU_ATTENTION=sdpa`` turns the kernel off.
+There is no prebuilt binary: the C file is compiled on first use (:mod:`.native`). Where anything
+is missing (no AMX, no compiler, no GNU OpenMP in the process, the kernel's probe disagreeing with
+torch) rerankd uses torch's SDPA and :func:`status` says why; ``RERANKD_CPU_ATTENTION=sdpa`` turns
+the kernel off.
 
 Numerics match torch's bf16 kernel up to rounding: fp32 scores, fp32 softmax, probabilities rounded to
 bf16 for the product with the values, fp32 accumulation. Outputs differ from torch's in the last
@@ -16,15 +17,13 @@ bf16 bit on some elements; fp32 models never use it.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import ctypes
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from rerankd._optional import require
-from rerankd.backends.native import KernelUnavailable, load_checked
+from rerankd.backends.native import KernelUnavailable, TorchOnly, load_kernel
 from rerankd.hardware import cpu_flags
 
 torch = require("torch")
@@ -37,7 +36,7 @@ NEEDED_FLAGS = frozenset({"amx_bf16", "amx_tile", "avx512_bf16"})
 #: Largest |kernel − torch SDPA| the load-time probe accepts (bf16 outputs of magnitude ≲ 1: a few ulps).
 PROBE_TOLERANCE = 0.03
 
-_TORCH_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("rerankd_torch_sdpa_only", default=False)
+_TORCH_ONLY = TorchOnly("rerankd_torch_sdpa_only")
 
 
 @dataclass(frozen=True)
@@ -48,21 +47,15 @@ class KernelStatus:
     reason: str
 
 
-@contextlib.contextmanager
-def torch_sdpa_only() -> Iterator[None]:
-    """Within this block, packed attention uses torch's SDPA (load-time probes compare modules on it)."""
-    token = _TORCH_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _TORCH_ONLY.reset(token)
+#: Within ``with torch_sdpa_only():``, packed attention uses torch's SDPA (load-time probes compare modules on it).
+torch_sdpa_only = _TORCH_ONLY.within
 
 
 def usable(query: Any, key: Any) -> bool:
     """True when :func:`attention` can compute this call: bf16 on CPU, a supported head size, key
     heads that divide the query heads (grouped-query attention needs no repeated keys)."""
     return (query.device.type == "cpu" and query.dtype == torch.bfloat16 and key.dtype == torch.bfloat16
-            and query.shape[-1] in HEAD_DIMS and query.shape[1] % key.shape[1] == 0 and not _TORCH_ONLY.get()
+            and query.shape[-1] in HEAD_DIMS and query.shape[1] % key.shape[1] == 0 and not _TORCH_ONLY.on()
             and all(t.stride(-1) == 1 for t in (query, key)) and status().function is not None)
 
 
@@ -107,7 +100,7 @@ def _run(function: Any, query: Any, key: Any, value: Any, bounds: list[int], que
 def status() -> KernelStatus:
     """Build (first time), load and probe the kernel once per process; say why when it cannot run."""
     try:
-        library = load_checked(SOURCE, FLAGS, "attention kernel", env=ENV, off="sdpa", needed=NEEDED_FLAGS,
+        library = load_kernel(SOURCE, FLAGS, "attention kernel", env=ENV, off="sdpa", needed=NEEDED_FLAGS,
                                cpu=cpu_flags())
     except KernelUnavailable as exc:
         return KernelStatus(None, f"sdpa ({exc})")

@@ -6,11 +6,14 @@ source, the flags and the compiler's version. The kernels run their loops on tor
 pool, so they are used only where torch loaded libgomp.
 
 Example:
-    >>> library = load_kernel("add_layer_norm.c", ("-mavx512f",), "norm kernel")   # doctest: +SKIP
+    >>> library = load_kernel("add_layer_norm.c", ("-mavx512f",), "norm kernel", env="RERANKD_CPU_NORM",
+    ...                       off="torch", needed=frozenset({"avx512f"}), cpu=cpu_flags())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import hashlib
 import os
@@ -20,6 +23,7 @@ import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 from rerankd.hub import cache_root
 
@@ -31,11 +35,39 @@ class KernelUnavailable(Exception):
     """Why a kernel cannot be loaded here (a sentence for ``rerankd info``)."""
 
 
-def load_kernel(source: str, flags: tuple[str, ...], what: str) -> ctypes.CDLL:
+class TorchOnly:
+    """A per-context switch that sends a kernel's callers back to torch's ops, for probes and
+    benchmarks that compare both. ``with switch.within():`` sets it; ``switch.on()`` reads it."""
+
+    def __init__(self, name: str) -> None:
+        self._set: contextvars.ContextVar[bool] = contextvars.ContextVar(name, default=False)
+
+    @contextlib.contextmanager
+    def within(self) -> Iterator[None]:
+        token = self._set.set(True)
+        try:
+            yield
+        finally:
+            self._set.reset(token)
+
+    def on(self) -> bool:
+        return self._set.get()
+
+
+def load_kernel(source: str, flags: tuple[str, ...], what: str, *, env: str, off: str,
+                needed: frozenset[str], cpu: frozenset[str]) -> ctypes.CDLL:
     """Build ``backends/kernels/<source>`` with ``flags`` (once per machine) and load it.
 
-    Raises :class:`KernelUnavailable` naming what is missing: GNU OpenMP in the process, a compiler,
-    or the build of ``what`` (``"attention kernel"``) itself."""
+    Raises :class:`KernelUnavailable` naming why not: ``env`` set to ``off``; not Linux x86-64; one of
+    the ``needed`` CPU flags missing from ``cpu`` (the caller's reading of this CPU's flags); no GNU
+    OpenMP in the process; no compiler; or the build of ``what`` (``"attention kernel"``) failing."""
+    if os.environ.get(env, "auto").strip().lower() == off:
+        raise KernelUnavailable(f"{env}={off}")
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise KernelUnavailable(f"rerankd's {what} is for Linux x86-64")
+    missing = needed - cpu
+    if missing:
+        raise KernelUnavailable(f"this CPU lacks {', '.join(sorted(missing))} for rerankd's {what}")
     if not gnu_openmp_loaded():
         raise KernelUnavailable(f"torch does not run on GNU OpenMP here; the {what} shares torch's threads through it")
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -45,20 +77,6 @@ def load_kernel(source: str, flags: tuple[str, ...], what: str) -> ctypes.CDLL:
         return ctypes.CDLL(str(_build(compiler, source, (*COMMON_FLAGS, *flags))))
     except (OSError, subprocess.SubprocessError) as exc:
         raise KernelUnavailable(f"building rerankd's {what} failed: {str(exc).splitlines()[0][:200]}") from exc
-
-
-def load_checked(source: str, flags: tuple[str, ...], what: str, *, env: str, off: str,
-                 needed: frozenset[str], cpu: frozenset[str]) -> ctypes.CDLL:
-    """:func:`load_kernel`, after the checks every kernel makes: ``env`` set to ``off`` turns it off; Linux
-    x86-64 only; ``needed`` CPU flags all in ``cpu`` (the caller's reading of this CPU's flags)."""
-    if os.environ.get(env, "auto").strip().lower() == off:
-        raise KernelUnavailable(f"{env}={off}")
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        raise KernelUnavailable(f"rerankd's {what} is for Linux x86-64")
-    missing = needed - cpu
-    if missing:
-        raise KernelUnavailable(f"this CPU lacks {', '.join(sorted(missing))} for rerankd's {what}")
-    return load_kernel(source, flags, what)
 
 
 def gnu_openmp_loaded() -> bool:

@@ -62,7 +62,7 @@ class OneDnnLinear(nn.Module):
         self.post_op = post_op
 
     def forward(self, x: Any) -> Any:
-        rows = _in_dtype(x, self.dtype).reshape(-1, self.in_features)
+        rows = in_dtype(x, self.dtype).reshape(-1, self.in_features)
         out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op[0], [], self.post_op[1])
         return out.reshape(*x.shape[:-1], self.out_features)
 
@@ -78,7 +78,8 @@ class OneDnnLinear(nn.Module):
 _last_conversion = threading.local()
 
 
-def _in_dtype(x: Any, dtype: Any) -> Any:
+def in_dtype(x: Any, dtype: Any) -> Any:
+    """``x`` as ``dtype``: ``x`` itself, the conversion remembered for this very tensor, or a new one."""
     if x.dtype == dtype:
         return x
     last = getattr(_last_conversion, "entry", None)

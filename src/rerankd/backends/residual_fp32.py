@@ -18,18 +18,16 @@ there is nothing to gain and their norms are left alone.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import ctypes
 import functools
 import inspect
 import types
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from rerankd._optional import require
-from rerankd.backends.native import KernelUnavailable, load_checked
-from rerankd.backends.onednn_linear import remember_conversion
+from rerankd.backends.native import KernelUnavailable, TorchOnly, load_kernel
+from rerankd.backends.onednn_linear import in_dtype, remember_conversion
 from rerankd.hardware import cpu_flags
 
 torch = require("torch")
@@ -47,17 +45,11 @@ PROBE_TOLERANCE = 1e-4
 # relative-position norm, which feeds a product with bf16 activations) keep their dtype.
 _POST_LN_PARENTS = ("SelfOutput", "Output", "Embeddings")
 
-_TORCH_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("rerankd_torch_norms_only", default=False)
+_TORCH_ONLY = TorchOnly("rerankd_torch_norms_only")
 
 
-@contextlib.contextmanager
-def torch_norms_only() -> Iterator[None]:
-    """Within this block, fp32 residual norms run on torch's ops (benchmarks compare the two)."""
-    token = _TORCH_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _TORCH_ONLY.reset(token)
+#: Within ``with torch_norms_only():``, fp32 residual norms run on torch's ops (benchmarks compare the two).
+torch_norms_only = _TORCH_ONLY.within
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ class Fp32LayerNorm(nn.Module):
         self.bias = None if norm.bias is None else nn.Parameter(norm.bias.detach().float(), requires_grad=False)
 
     def forward(self, x: Any, residual: Any = None) -> Any:
-        function = norm_kernel().function if not (torch.is_grad_enabled() or _TORCH_ONLY.get()) else None
+        function = norm_kernel().function if not (torch.is_grad_enabled() or _TORCH_ONLY.on()) else None
         if function is not None and self._kernel_takes(x, residual):
             return _run(function, x, residual, self.weight, self.bias, self.eps, torch.get_num_threads())
         total = x.float() if residual is None else x.float() + residual
@@ -140,7 +132,7 @@ def _dense_add_norm(self: Any, hidden_states: Any, input_tensor: Any) -> Any:
 def norm_kernel() -> NormKernel:
     """Build (first time), load and probe the kernel once per process; say why when it cannot run."""
     try:
-        library = load_checked(SOURCE, FLAGS, "norm kernel", env=ENV, off="torch", needed=NEEDED_FLAGS, cpu=cpu_flags())
+        library = load_kernel(SOURCE, FLAGS, "norm kernel", env=ENV, off="torch", needed=NEEDED_FLAGS, cpu=cpu_flags())
     except KernelUnavailable as exc:
         return NormKernel(None, f"torch ({exc})")
     function = library.rerankd_add_layer_norm
@@ -179,18 +171,7 @@ def _probe(function: Any) -> float:
             for res in (None, residual):
                 expected = nn.functional.layer_norm(x.float() if res is None else x.float() + res, (cols,), weight, bias, 1e-5)
                 out = _run(function, x, res, weight, bias, 1e-5, 1)
-                if not torch.equal(_last_bf16(out), out.to(torch.bfloat16)):
+                if not torch.equal(in_dtype(out, torch.bfloat16), out.to(torch.bfloat16)):
                     return float("inf")
                 worst = max(worst, float((out - expected).abs().max()))
     return worst
-
-
-def _last_bf16(source: Any) -> Any:
-    from rerankd.backends.onednn_linear import _in_dtype
-
-    return _in_dtype(source, torch.bfloat16)
-
-
-def describe() -> str:
-    """What computes the fp32 residual's norms here (for ``rerankd info``)."""
-    return norm_kernel().reason

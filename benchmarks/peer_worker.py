@@ -70,8 +70,8 @@ def load_st(options: dict[str, Any]) -> tuple[Scorer, dict[str, Any]]:
     kwargs: dict[str, Any] = {"device": "cpu"}
     if options.get("backend"):
         kwargs["backend"] = options["backend"]
-    if options.get("file_name"):
-        kwargs["model_kwargs"] = {"file_name": options["file_name"]}
+    if options.get("file_name") or options.get("ov_config"):
+        kwargs["model_kwargs"] = {k: options[k] for k in ("file_name", "ov_config") if options.get(k)}
     model = CrossEncoder(options["model"], **kwargs)
 
     def score(q: str, docs: list[str]) -> list[float]:
@@ -83,7 +83,8 @@ def load_st(options: dict[str, Any]) -> tuple[Scorer, dict[str, Any]]:
 
         # OpenVINO's CPU plugin computes in bf16 by default where the CPU has bf16 units (AMX, AVX512-BF16),
         # whatever the graph's dtype: say which precision the "fp32" model actually ran in.
-        info["inference_precision"] = str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+        info["inference_precision"] = (options.get("ov_config", {}).get("INFERENCE_PRECISION_HINT")
+                                       or str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")))
     return score, info
 
 

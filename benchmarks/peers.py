@@ -26,6 +26,14 @@ times rounds in turns, one system at a time, so load on a shared machine hits al
 If memory runs short (XLM-R: ~2-3 GB a worker), systems are timed in groups, each group with the ST
 default, and ratios are taken within the group. Prints the CPU flags, cores, and each environment's
 library versions beside the table.
+
+``--cpu-isa avx2`` / ``--cpu-isa avx512_bf16`` run every system as that older CPU class would, on this
+machine: the instruction sets the libraries choose at run time are capped (oneDNN's
+``ONEDNN_MAX_CPU_ISA``, which rerankd's own defaults follow; ATen's ``ATEN_CPU_CAPABILITY``; MKL's
+``MKL_ENABLE_INSTRUCTIONS``), and OpenVINO is told the precision it picks on such a CPU (its own bf16
+check ignores the cap). ONNX Runtime's MLAS kernels and OpenVINO's fp32 kernels read cpuid and cannot
+be capped: those rows keep this CPU's whole instruction set, which flatters them. Clock, caches and
+memory stay this machine's, so the emulation shows ratios, not the other class's absolute speed.
 """
 
 from __future__ import annotations
@@ -58,6 +66,15 @@ ANCHOR = "st"
 REFERENCE = "rerankd-fp32"
 GIB = 2**30
 GROWTH = 2.0  # a live worker's peak RSS times this is what it may come to hold while timing
+
+# --cpu-isa: the environment that makes every worker run as the named CPU class (see the docstring),
+# and OpenVINO's inference precision on that class (it keeps its own default where absent).
+CPU_CLASSES: dict[str, dict[str, str]] = {
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512_bf16": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "ATEN_CPU_CAPABILITY": "avx512",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+}
+OPENVINO_PRECISION = {"avx2": "f32"}  # no bf16 units: OpenVINO computes fp32 there
 
 
 @dataclass(frozen=True)
@@ -488,7 +505,10 @@ def run_shape(shape: Shape, rows: list[str], query: str, docs: list[str], args: 
                 for other in [k for k in live if k != ANCHOR]:
                     live.pop(other).close()
                 group += 1
-            spec = {"kind": row.kind, "options": row.options(shape), "query": query, "docs": docs, "warmup": args.warmup}
+            options = row.options(shape)
+            if options.get("backend") == "openvino" and args.cpu_isa in OPENVINO_PRECISION:
+                options["ov_config"] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[args.cpu_isa]}
+            spec = {"kind": row.kind, "options": options, "query": query, "docs": docs, "warmup": args.warmup}
             try:
                 worker = Worker(key, python_for(row.env, args.venvs), spec, logs, row.env)
             except SystemExit as exc:
@@ -575,6 +595,8 @@ def main() -> None:
     parser.add_argument("--compete", type=int, default=0, metavar="N", help="N CPU-bound processes run during the timed rounds")
     parser.add_argument("--compete-kind", choices=sorted(COMPETITORS), default="matmul",
                         help="competitor loop: single-threaded numpy matmul, or pure Python")
+    parser.add_argument("--cpu-isa", choices=sorted(CPU_CLASSES), default=None,
+                        help="run every system as this older CPU class would (instruction sets capped; see above)")
     parser.add_argument("--settle", type=float, default=0.3, help="seconds of pause before each timed run")
     parser.add_argument("--memory-margin", type=float, default=1.5, help="GiB to keep free before starting another worker")
     parser.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "rerankd-bench-models")
@@ -596,6 +618,17 @@ def main() -> None:
     # A stopped run still closes its workers (run_shape's finally) instead of leaving them to finish a round.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = machine_lines()
+    if args.cpu_isa:
+        # Set here, before any worker starts, so every process this script runs inherits it.
+        os.environ.update(CPU_CLASSES[args.cpu_isa])
+        from rerankd.hardware import cpu_info
+
+        cpu_info.cache_clear()
+        seen = sorted(f for f in cpu_info().flags if re.fullmatch(r"avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2", f))
+        report.append(f"Emulated CPU class {args.cpu_isa}: {' '.join(f'{k}={v}' for k, v in CPU_CLASSES[args.cpu_isa].items())}"
+                      + (f", OpenVINO INFERENCE_PRECISION_HINT={OPENVINO_PRECISION[args.cpu_isa]}" if args.cpu_isa in OPENVINO_PRECISION else "")
+                      + f"; flags as rerankd sees them: {' '.join(seen)}; ONNX Runtime (MLAS) and OpenVINO's fp32 kernels"
+                      " are not capped (they read cpuid), so their rows run with the whole instruction set above")
     for line in report:
         print(line, flush=True)
     output: dict[str, Any] = {"machine": report, "shapes": {}}

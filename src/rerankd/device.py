@@ -79,13 +79,14 @@ def explain_dtype(device: str, dtype: str, requested: bool) -> str:
         return f"{dtype}: the default on CUDA ({'bf16 supported' if dtype == 'bfloat16' else 'no bf16 on this GPU'})"
     if device == "mps":
         return "float16: the default on Apple MPS"
-    from rerankd.hardware import cpu_info
+    from rerankd.hardware import cpu_info, isa_cap
 
     native = sorted({"amx_bf16", "avx512_bf16"} & cpu_info().flags)
+    capped = f" (instruction set capped at ONEDNN_MAX_CPU_ISA={isa_cap()})" if isa_cap() else ""
     if dtype == "bfloat16":
-        return f"bfloat16: this CPU multiplies bf16 natively ({', '.join(native)}); within the accuracy bound"
-    return ("float32: this CPU has no native bf16 (no AMX-BF16 or AVX512-BF16), where torch's bf16 matmul "
-            "is emulated and far slower than fp32")
+        return f"bfloat16: this CPU multiplies bf16 natively ({', '.join(native)}{capped}); within the accuracy bound"
+    return (f"float32: this CPU has no native bf16 (no AMX-BF16 or AVX512-BF16{capped}), where torch's bf16 "
+            "matmul is emulated and far slower than fp32")
 
 
 def torch_dtype(name: str) -> Any:

@@ -158,6 +158,14 @@ def _movable(layer: Any) -> bool:
     return type(layer) is nn.Linear and layer.weight.device.type == "cpu" and onednn_linear_supported(layer.weight.dtype)
 
 
+def _modules(model: Any, wanted: Any) -> Any:
+    """The submodules of ``model`` that ``wanted`` picks, looked up one at a time by name, so that
+    nothing but the caller holds a module while its children are being replaced."""
+    names = [name for name, module in model.named_modules() if wanted(module)]
+    for name in names:
+        yield model.get_submodule(name)
+
+
 def use_onednn_linear(model: Any) -> OneDnnReport:
     """Replace ``model``'s ``nn.Linear`` layers in place by :class:`OneDnnLinear`, fusing activations.
 
@@ -173,9 +181,10 @@ def use_onednn_linear(model: Any) -> OneDnnReport:
     """
     report = OneDnnReport()
     with torch.inference_mode():
-        for module in list(model.modules()):
-            if not type(module).__name__.endswith(("Intermediate", "MLP", "PatchMerger")):
-                continue
+        # The loops walk module *names*: a list of the modules themselves would hold every replaced
+        # nn.Linear, and so every plain weight beside its reordered copy, until the loop ends (+0.55 GB
+        # at the peak of an fp32 XLM-R large load).
+        for module in _modules(model, lambda m: type(m).__name__.endswith(("Intermediate", "MLP", "PatchMerger"))):
             for linear_name, act_name in (("dense", "intermediate_act_fn"), ("gate_proj", "act_fn"),
                                           ("linear_fc1", "act_fn")):  # Qwen3-VL's vision MLP and merger
                 linear, act = getattr(module, linear_name, None), getattr(module, act_name, None)
@@ -185,7 +194,7 @@ def use_onednn_linear(model: Any) -> OneDnnReport:
                     setattr(module, act_name, nn.Identity())
                     report.fused_activations += 1
                     return_freed_memory()
-        for module in list(model.modules()):
+        for module in _modules(model, lambda m: any(_movable(child) for child in m.children())):
             moved = [name for name, child in module.named_children() if _movable(child)]
             for name in moved:
                 setattr(module, name, OneDnnLinear(getattr(module, name)))
@@ -193,7 +202,7 @@ def use_onednn_linear(model: Any) -> OneDnnReport:
                 # Each reorder frees the plain weight it copied; glibc would keep those buffers and the
                 # process would end up holding the linear weights twice (+0.55 GB on XLM-R large).
                 return_freed_memory()
-        for module in list(model.modules()):
+        for module in _modules(model, lambda m: any(_patch_convolution(child) for child in m.children())):
             for name, child in list(module.named_children()):
                 if _patch_convolution(child):
                     setattr(module, name, PatchLinear(child))

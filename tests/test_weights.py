@@ -87,3 +87,61 @@ def test_blockwise_conversion_is_exact(request: pytest.FixtureRequest, monkeypat
     model_dir = request.getfixturevalue(fixture)
     _same(load_pretrained(kind, model_dir, dtype=torch.bfloat16), auto.from_pretrained(str(model_dir), dtype=torch.bfloat16))
     assert converted and all(converted)
+
+
+def _embedding_table(model: torch.nn.Module) -> torch.Tensor:
+    return model.get_input_embeddings().weight
+
+
+@pytest.mark.skipif(transformers_version() < (5, 0) or not _pread_supported(),
+                    reason="the pread loader needs transformers >= 5 and safetensors >= 0.8")
+@pytest.mark.parametrize("fixture,kind,auto", CASES, ids=[c[0] for c in CASES])
+def test_embedding_table_in_the_target_dtype_stays_mapped(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                                                          fixture: str, kind: str, auto) -> None:
+    """An fp32 table loaded in fp32 is the file's own pages (every table here counts as large), with
+    exactly the weights ``from_pretrained`` loads, tied output layers included; writing to it never
+    reaches the checkpoint."""
+    from rerankd.backends import weights
+
+    monkeypatch.setattr(weights, "_BLOCKWISE_ABOVE", 0)
+    mapped = []
+    real = weights.mapped_tensor
+    monkeypatch.setattr(weights, "mapped_tensor", lambda *a: mapped.append(a[0]) or real(*a))
+    model_dir = request.getfixturevalue(fixture)
+    checkpoint = _safetensors_files(model_dir)[0]
+    before = checkpoint.read_bytes()
+    model = load_pretrained(kind, model_dir, dtype=torch.float32)
+    assert len(mapped) == 1  # the input table only: no other tensor is merely gathered from
+    _same(model, auto.from_pretrained(str(model_dir), dtype=torch.float32))
+    table = _embedding_table(model)
+    with torch.no_grad():
+        table.mul_(2.0)  # copy-on-write: the process's pages change, the file does not
+    assert checkpoint.read_bytes() == before
+    if model.get_output_embeddings() is not None and model.config.tie_word_embeddings:
+        assert model.get_output_embeddings().weight.data_ptr() == table.data_ptr()
+
+
+@pytest.mark.skipif(transformers_version() < (5, 0) or not _pread_supported(),
+                    reason="the pread loader needs transformers >= 5 and safetensors >= 0.8")
+def test_table_in_another_dtype_is_converted_not_mapped(xlmr_ce: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rerankd.backends import weights
+
+    monkeypatch.setattr(weights, "_BLOCKWISE_ABOVE", 0)
+    monkeypatch.setattr(weights, "mapped_tensor", lambda *a: pytest.fail("an fp32 table loaded in bf16 was mapped"))
+    model = load_pretrained("sequence-classification", xlmr_ce, dtype=torch.bfloat16)
+    assert _embedding_table(model).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(transformers_version() < (5, 0) or not _pread_supported(),
+                    reason="the pread loader needs transformers >= 5 and safetensors >= 0.8")
+@pytest.mark.parametrize("fixture", ["xlmr_ce", "qwen3_lm"])
+def test_scores_with_a_mapped_table_equal_the_loaded_ones(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                                                          fixture: str, sentences: list[str]) -> None:
+    from rerankd import Reranker
+    from rerankd.backends import weights
+
+    model_dir = request.getfixturevalue(fixture)
+    plain = Reranker.from_pretrained(str(model_dir), dtype="fp32").score(sentences[0], sentences[1:])
+    monkeypatch.setattr(weights, "_BLOCKWISE_ABOVE", 0)
+    mapped = Reranker.from_pretrained(str(model_dir), dtype="fp32").score(sentences[0], sentences[1:])
+    assert mapped == plain

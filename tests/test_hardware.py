@@ -92,3 +92,47 @@ def test_parse_cpuinfo_counts_physical_cores_of_allowed_cpus() -> None:
 def test_cgroup_quota_caps_usable_cores(monkeypatch: pytest.MonkeyPatch, fresh_cpu_info: None) -> None:
     monkeypatch.setattr(hardware, "cgroup_cpu_limit", lambda: 1.0)
     assert hardware.cpu_info().usable_cores == 1
+
+
+def _cpu(monkeypatch: pytest.MonkeyPatch, flags: set[str]) -> None:
+    real = hardware.cpu_info()
+    monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CpuInfo(real.model, frozenset(flags), 2, 2))
+
+
+def _speedup(monkeypatch: pytest.MonkeyPatch, value: float | None) -> None:
+    from rerankd import gemm_rates
+
+    def measured() -> gemm_rates.GemmRates:
+        if value is None:
+            pytest.fail("the GEMM rates were measured where the flags decide")
+        return gemm_rates.GemmRates(fp32=100.0, bf16=100.0 * value)
+
+    monkeypatch.setattr(gemm_rates, "measured_rates", measured)
+
+
+@pytest.mark.parametrize(("flags", "speedup", "dtype"), [
+    ({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, None, "bfloat16"),  # AMX: known to pay
+    ({"avx2", "fma"}, None, "float32"),  # no bf16 units: torch emulates bf16 at under 1 GFLOP/s
+    ({"avx2", "avx512f", "avx512_bf16"}, 1.8, "bfloat16"),  # AMD Zen 5's kind of AVX512-BF16
+    ({"avx2", "avx512f", "avx512_bf16"}, 0.7, "float32"),  # an Intel core's, below AMX
+    ({"avx2", "avx512f", "avx512_bf16"}, 1.29, "float32"),  # a near tie goes to the exact dtype
+])
+def test_cpu_default_dtype_follows_what_bf16_gains_here(monkeypatch: pytest.MonkeyPatch, flags: set[str],
+                                                        speedup: float | None, dtype: str) -> None:
+    from rerankd.device import default_dtype, explain_dtype
+
+    _cpu(monkeypatch, flags)
+    _speedup(monkeypatch, speedup)
+    assert default_dtype("cpu") == dtype
+    why = explain_dtype("cpu", dtype, requested=False)
+    assert why.startswith(dtype)
+    if speedup is not None:
+        assert f"{speedup:.2f}×" in why and "GFLOP/s" in why
+
+
+def test_gemm_probe_measures_both_dtypes_once() -> None:
+    from rerankd import gemm_rates
+
+    rates = gemm_rates.measured_rates()
+    assert rates.fp32 > 0 and rates.bf16 > 0 and rates.speedup == rates.bf16 / rates.fp32
+    assert gemm_rates.measured_rates() is rates

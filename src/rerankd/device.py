@@ -21,11 +21,24 @@ def normalize_dtype(name: str | None) -> str | None:
     return key
 
 
+#: bf16 is the CPU default without AMX only where its products measure at least this much faster
+#: than fp32: the bf16 path also converts activations and rounds, so a tie goes to the exact dtype.
+BF16_WORTH_IT = 1.3
+
+
 def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16)."""
+    """True where bf16 pays on this CPU: AMX-BF16, or AVX512-BF16 whose bf16 products measure at least
+    :data:`BF16_WORTH_IT` × the fp32 rate (:mod:`rerankd.gemm_rates`; vendors differ, see there)."""
     from rerankd.hardware import cpu_info
 
-    return cpu_info().fast_bf16
+    flags = cpu_info().flags
+    if "amx_bf16" in flags:
+        return True
+    if "avx512_bf16" not in flags:
+        return False
+    from rerankd.gemm_rates import bf16_speedup
+
+    return bf16_speedup() >= BF16_WORTH_IT
 
 
 def resolve_device(device: str | None) -> str:
@@ -81,10 +94,22 @@ def explain_dtype(device: str, dtype: str, requested: bool) -> str:
         return "float16: the default on Apple MPS"
     from rerankd.hardware import cpu_info, isa_cap
 
-    native = sorted({"amx_bf16", "avx512_bf16"} & cpu_info().flags)
-    capped = f" (instruction set capped at ONEDNN_MAX_CPU_ISA={isa_cap()})" if isa_cap() else ""
+    flags = cpu_info().flags
+    native = sorted({"amx_bf16", "avx512_bf16"} & flags)
+    capped = f", instruction set capped at ONEDNN_MAX_CPU_ISA={isa_cap()}" if isa_cap() else ""
+    measured = ""
+    if "avx512_bf16" in flags and "amx_bf16" not in flags:
+        from rerankd.gemm_rates import measured_rates
+
+        rates = measured_rates()
+        measured = (f"; measured bf16 {rates.bf16:.0f} against fp32 {rates.fp32:.0f} GFLOP/s ({rates.speedup:.2f}×, "
+                    f"bf16 needs {BF16_WORTH_IT}×)")
     if dtype == "bfloat16":
-        return f"bfloat16: this CPU multiplies bf16 natively ({', '.join(native)}{capped}); within the accuracy bound"
+        return (f"bfloat16: this CPU multiplies bf16 natively ({', '.join(native)}{capped}{measured}); within the "
+                "accuracy bound")
+    if measured:
+        return (f"float32: this CPU has AVX512-BF16 but no AMX{capped}; its bf16 products are not fast enough to "
+                f"pay for bf16's conversions and rounding{measured}")
     return (f"float32: this CPU has no native bf16 (no AMX-BF16 or AVX512-BF16{capped}), where torch's bf16 "
             "matmul is emulated and far slower than fp32")
 

@@ -123,3 +123,28 @@ def test_torch_threads_follow_usable_cores(monkeypatch: pytest.MonkeyPatch) -> N
         assert follow_usable_cores(torch) == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_mapped_embedding_table_is_not_counted_resident(bert_ce: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fp32 table loaded in fp32 stays mapped (backends/weights.py), so fp32's estimate leaves it out;
+    bf16 converts it, so bf16's counts it. XLM-R large's table is 45% of its parameters."""
+    mapped = ModelWeights(XLMR.parameters, XLMR.largest_tensor, 4, {"float32": 250_002 * 1024})
+    assert estimate_peak_bytes(mapped, "float32") == RUNTIME_BYTES + 4 * (XLMR.parameters - 250_002 * 1024)
+    assert estimate_peak_bytes(mapped, "bfloat16") == estimate_peak_bytes(XLMR, "bfloat16")
+    assert estimate_peak_bytes(mapped, "float32", int8_linear=True) == estimate_peak_bytes(mapped, "float32")
+
+    from rerankd.backends import weights
+
+    assert read_weights(bert_ce).mapped_elements == {}  # a tiny table: read like any other tensor
+    monkeypatch.setattr(weights, "_BLOCKWISE_ABOVE", 0)
+    table = _table_elements(bert_ce)
+    assert read_weights(bert_ce).mapped_elements == {"float32": table}
+
+
+def _table_elements(model_dir: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), framework="pt") as fh:
+        (key,) = [k for k in fh.keys() if k.endswith("word_embeddings.weight")]
+        rows, cols = fh.get_slice(key).get_shape()
+    return rows * cols

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rerankd.errors import InputError
@@ -74,8 +74,13 @@ class ModelWeights:
     largest_tensor: int
     file_bytes_per_element: int
 
+    #: Input embedding tables loaded in ``mapped_dtype`` stay memory-mapped from the file
+    #: (``backends/weights.py``): only the rows a workload uses become resident.
+    mapped_elements: dict[str, int] = field(default_factory=dict)
+
     def loaded_bytes(self, dtype: str) -> int:
-        return self.parameters * BYTES_PER_ELEMENT[dtype]
+        resident = self.parameters - self.mapped_elements.get(dtype, 0)
+        return resident * BYTES_PER_ELEMENT[dtype]
 
 
 def safetensors_header(file: Path) -> tuple[dict, int]:
@@ -91,8 +96,11 @@ def read_weights(model_dir: Path) -> ModelWeights | None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         return None
+    from rerankd.backends.weights import stays_mapped
+
     parameters = largest = 0
     file_bytes = 4
+    mapped: dict[str, int] = {}
     for file in files:
         header, _ = safetensors_header(file)
         for name, entry in header.items():
@@ -104,7 +112,10 @@ def read_weights(model_dir: Path) -> ModelWeights | None:
             parameters += count
             if count > largest:
                 largest, file_bytes = count, _DTYPE_BYTES.get(entry["dtype"], 4)
-    return ModelWeights(parameters, largest, file_bytes)
+            for dtype in BYTES_PER_ELEMENT:
+                if stays_mapped(name, entry["dtype"], entry["shape"], dtype):
+                    mapped[dtype] = mapped.get(dtype, 0) + count
+    return ModelWeights(parameters, largest, file_bytes, mapped)
 
 
 def estimate_peak_bytes(weights: ModelWeights, dtype: str, *, int8_linear: bool = False) -> int:

@@ -107,7 +107,6 @@ def load_pretrained(kind: ModelKind, path: str | Path, **kwargs: Any) -> Any:
     mapping = (transformers.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING if kind == "sequence-classification"
                else transformers.MODEL_MAPPING)
     model_class = mapping[type(config)]
-    import torch
     from safetensors import safe_open
 
     target = kwargs.get("dtype")
@@ -120,10 +119,8 @@ def load_pretrained(kind: ModelKind, path: str | Path, **kwargs: Any) -> Any:
             for key in handle.keys():
                 part = handle.get_slice(key)
                 large = _numel(part.get_shape()) > _BLOCKWISE_ABOVE and not any(k in key for k in keep_fp32)
-                mapped = (large and key.endswith(_EMBEDDING_TABLES) and target is not None
-                          and getattr(torch, _FILE_DTYPES.get(part.get_dtype(), ""), None) == target)
                 blockwise = large and target is not None and target.is_floating_point and part.get_dtype() == "F32"
-                if mapped:
+                if target is not None and stays_mapped(key, part.get_dtype(), part.get_shape(), str(target).removeprefix("torch.")):
                     state[key] = mapped_tensor(file, offsets[key], part.get_shape(), target)
                 elif blockwise:
                     state[key] = _ConvertingSlice(part, file, offsets[key], target)
@@ -131,6 +128,13 @@ def load_pretrained(kind: ModelKind, path: str | Path, **kwargs: Any) -> Any:
                     state[key] = part
         # The path is not passed: transformers refuses a state dict beside a checkpoint name.
         return model_class.from_pretrained(None, config=config, state_dict=state, **kwargs)
+
+
+def stays_mapped(name: str, file_dtype: str, shape: Any, target: str) -> bool:
+    """Whether tensor ``name`` (safetensors dtype ``file_dtype``) stays mapped when loaded in ``target``
+    (``"float32"``, ``"bfloat16"``, ...): a large input embedding table already in that dtype."""
+    return (name.endswith(_EMBEDDING_TABLES) and _numel(shape) > _BLOCKWISE_ABOVE
+            and _FILE_DTYPES.get(file_dtype) == target)
 
 
 def mapped_tensor(file: Path, offset: int, shape: Any, dtype: Any) -> Any:

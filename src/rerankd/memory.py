@@ -102,7 +102,7 @@ def read_weights(model_dir: Path) -> ModelWeights | None:
     file_bytes = 4
     mapped: dict[str, int] = {}
     for file in files:
-        header, _ = safetensors_header(file)
+        header, start = safetensors_header(file)
         for name, entry in header.items():
             if name == "__metadata__":
                 continue
@@ -113,7 +113,7 @@ def read_weights(model_dir: Path) -> ModelWeights | None:
             if count > largest:
                 largest, file_bytes = count, _DTYPE_BYTES.get(entry["dtype"], 4)
             for dtype in BYTES_PER_ELEMENT:
-                if stays_mapped(name, entry["dtype"], entry["shape"], dtype):
+                if stays_mapped(name, entry["dtype"], entry["shape"], start + int(entry["data_offsets"][0]), dtype):
                     mapped[dtype] = mapped.get(dtype, 0) + count
     return ModelWeights(parameters, largest, file_bytes, mapped)
 

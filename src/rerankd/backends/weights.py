@@ -40,6 +40,7 @@ _ROWS_PER_BLOCK = 8192
 #: Names of the input embedding tables that may stay mapped: lookups read only the rows in use.
 _EMBEDDING_TABLES = ("word_embeddings.weight", "embed_tokens.weight")
 _FILE_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+_ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class _ConvertingSlice:
@@ -118,10 +119,11 @@ def load_pretrained(kind: ModelKind, path: str | Path, **kwargs: Any) -> Any:
             offsets = _data_offsets(file)
             for key in handle.keys():
                 part = handle.get_slice(key)
-                large = _numel(part.get_shape()) > _BLOCKWISE_ABOVE and not any(k in key for k in keep_fp32)
-                blockwise = large and target is not None and target.is_floating_point and part.get_dtype() == "F32"
-                if target is not None and stays_mapped(key, part.get_dtype(), part.get_shape(), str(target).removeprefix("torch.")):
-                    state[key] = mapped_tensor(file, offsets[key], part.get_shape(), target)
+                shape, file_dtype = part.get_shape(), part.get_dtype()
+                blockwise = (target is not None and target.is_floating_point and file_dtype == "F32"
+                             and _numel(shape) > _BLOCKWISE_ABOVE and not any(k in key for k in keep_fp32))
+                if target is not None and stays_mapped(key, file_dtype, shape, offsets[key], str(target).removeprefix("torch.")):
+                    state[key] = mapped_tensor(file, offsets[key], shape, target)
                 elif blockwise:
                     state[key] = _ConvertingSlice(part, file, offsets[key], target)
                 else:
@@ -130,11 +132,13 @@ def load_pretrained(kind: ModelKind, path: str | Path, **kwargs: Any) -> Any:
         return model_class.from_pretrained(None, config=config, state_dict=state, **kwargs)
 
 
-def stays_mapped(name: str, file_dtype: str, shape: Any, target: str) -> bool:
-    """Whether tensor ``name`` (safetensors dtype ``file_dtype``) stays mapped when loaded in ``target``
-    (``"float32"``, ``"bfloat16"``, ...): a large input embedding table already in that dtype."""
+def stays_mapped(name: str, file_dtype: str, shape: Any, offset: int, target: str) -> bool:
+    """Whether tensor ``name`` (safetensors dtype ``file_dtype``, first byte at ``offset`` of its file)
+    stays mapped when loaded in ``target`` (``"float32"``, ``"bfloat16"``, ...): a large input embedding
+    table already in that dtype, aligned to its elements (torch reads a mapped tensor in place)."""
     return (name.endswith(_EMBEDDING_TABLES) and _numel(shape) > _BLOCKWISE_ABOVE
-            and _FILE_DTYPES.get(file_dtype) == target)
+            and target in _FILE_DTYPES.values() and _FILE_DTYPES.get(file_dtype) == target
+            and offset % _ELEMENT_BYTES[target] == 0)
 
 
 def mapped_tensor(file: Path, offset: int, shape: Any, dtype: Any) -> Any:

@@ -137,3 +137,12 @@ def qwen3_vl(models_dir: Path) -> Path:
 def qwen3_vl_small(models_dir: Path) -> Path:
     """The same family as ``qwen3_vl``, narrower (32 wide) with one text layer: a distillation student."""
     return _cached(models_dir, "qwen3-vl-small", QWEN3, lambda p: tiny_models.qwen3_vl(p, shape="small"))
+
+
+@pytest.fixture
+def torch_threads():  # type: ignore[no-untyped-def]
+    """torch, with the process's thread count put back after the test whatever it did."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    yield torch
+    torch.set_num_threads(before)

@@ -136,3 +136,20 @@ def test_gemm_probe_measures_both_dtypes_once() -> None:
     rates = gemm_rates.measured_rates()
     assert rates.fp32 > 0 and rates.bf16 > 0 and rates.speedup == rates.bf16 / rates.fp32
     assert gemm_rates.measured_rates() is rates
+
+
+def test_gemm_probe_runs_on_one_thread_and_gives_the_count_back(torch_threads) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from rerankd import gemm_rates
+
+    seen = []
+    real = gemm_rates._rate
+    torch.set_num_threads(2)
+    try:
+        gemm_rates._rate = lambda dtype: seen.append(torch.get_num_threads()) or real(dtype)  # type: ignore[assignment]
+        gemm_rates.measured_rates.__wrapped__()
+    finally:
+        gemm_rates._rate = real  # type: ignore[assignment]
+    assert seen == [1, 1]
+    assert torch.get_num_threads() == 2

@@ -51,15 +51,6 @@ def test_more_cores_try_powers_of_two() -> None:
     assert ThreadGovernor(max_threads=1).counts == [1]
 
 
-@pytest.fixture
-def torch_threads():  # type: ignore[no-untyped-def]
-    """torch, with the process's thread count put back after the test whatever it did."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    yield torch
-    torch.set_num_threads(before)
-
-
 def _probing_governor() -> ThreadGovernor:
     governor = ThreadGovernor(max_threads=2)
     governor._until_probe = 1  # the next batch is a probe of 1 thread

@@ -5,7 +5,7 @@ rate (measured on a 2-core Xeon: 1.1–2.1 against 0.3 TFLOP/s). Without AMX, AV
 products differ by vendor: AMD Zen 5 runs rerankd's bf16 default 1.6× faster than fp32, while an
 Intel core capped below AMX (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``) multiplies bf16 at 0.65–0.84×
 its fp32 rate, so bf16 would be slower *and* less exact there. The flags cannot tell the two apart;
-a 1024-wide product in each dtype, through the same oneDNN layers the models run on, can (~40 ms).
+a 1024-wide product in each dtype, through the same oneDNN layers the models run on, can (under 0.1 s).
 
 Example:
     >>> bf16_speedup() > 0  # doctest: +SKIP
@@ -38,8 +38,22 @@ class GemmRates:
 
 @functools.lru_cache(maxsize=1)
 def measured_rates() -> GemmRates:
-    """fp32 and bf16 rates of one :data:`PROBE_SHAPE` product, median of :data:`REPEATS` after a warm-up."""
-    return GemmRates(_rate("float32"), _rate("bfloat16"))
+    """fp32 and bf16 rates of one :data:`PROBE_SHAPE` product on one thread, median of :data:`REPEATS`
+    after a warm-up.
+
+    One thread because the ratio is a property of the core, and one thread keeps it when another
+    process shares the cores: measured with a competing process on this package's 2-core Xeon (capped
+    below AMX), two threads read 67 / 77 GFLOP/s (fp32 / bf16, a barrier waiting on the busy core),
+    one thread 175 / 108, as quiet (165 / 108).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return GemmRates(_rate("float32"), _rate("bfloat16"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def bf16_speedup() -> float:

@@ -89,3 +89,27 @@ def test_rows_name_known_environments() -> None:
     for key, row in peers.ALL_ROWS.items():
         assert row.env == "main" or row.env in peers.VENVS, key
     assert peers.ANCHOR in peers.ROWS and peers.REFERENCE in peers.ROWS
+
+
+@pytest.mark.parametrize(("cpu_class", "kept", "dropped"), [
+    ("avx2", {"avx2"}, {"avx512f", "avx512_bf16", "amx_bf16"}),
+    ("avx512_bf16", {"avx512f", "avx512_bf16", "avx512_vnni"}, {"amx_bf16", "amx_tile", "avx512_fp16"}),
+])
+def test_each_emulated_class_caps_to_a_level_rerankd_and_onednn_know(cpu_class: str, kept: set[str], dropped: set[str]) -> None:
+    """``--cpu-isa``'s oneDNN cap is a level name rerankd reads as oneDNN does (a misspelt one would be
+    ignored by both, and the "emulated" rows would run the whole CPU)."""
+    from rerankd.hardware import cap_flags
+
+    whole = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8"}
+    flags = cap_flags(whole, peers.CPU_CLASSES[cpu_class]["ONEDNN_MAX_CPU_ISA"])
+    assert kept <= flags and not flags & dropped
+    assert set(peers.OPENVINO_PRECISION) <= set(peers.CPU_CLASSES)
+
+
+def test_cpu_worker_env_carries_the_emulated_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in peers.CPU_CLASSES["avx2"].items():
+        monkeypatch.setenv(key, value)
+    for env in ("main", "st"):
+        environ = peers.worker_env(env)
+        assert all(environ[k] == v for k, v in peers.CPU_CLASSES["avx2"].items())

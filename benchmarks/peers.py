@@ -172,13 +172,16 @@ TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "sp
 # ---------------------------------------------------------------- machine
 
 
+MATRIX_FLAG_PATTERN = r"avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2"
+
+
 def cpu_flags() -> list[str]:
     """The flags that decide the fast paths: ``grep -o -E 'avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2' /proc/cpuinfo | sort -u``."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return []
-    return sorted(set(re.findall(r"avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2", text)))
+    return sorted(set(re.findall(MATRIX_FLAG_PATTERN, text)))
 
 
 def machine_lines() -> list[str]:
@@ -624,7 +627,7 @@ def main() -> None:
         from rerankd.hardware import cpu_info
 
         cpu_info.cache_clear()
-        seen = sorted(f for f in cpu_info().flags if re.fullmatch(r"avx512[a-z_0-9]*|amx[a-z_0-9]*|avx2", f))
+        seen = sorted(f for f in cpu_info().flags if re.fullmatch(MATRIX_FLAG_PATTERN, f))
         report.append(f"Emulated CPU class {args.cpu_isa}: {' '.join(f'{k}={v}' for k, v in CPU_CLASSES[args.cpu_isa].items())}"
                       + (f", OpenVINO INFERENCE_PRECISION_HINT={OPENVINO_PRECISION[args.cpu_isa]}" if args.cpu_isa in OPENVINO_PRECISION else "")
                       + f"; flags as rerankd sees them: {' '.join(seen)}; ONNX Runtime (MLAS) and OpenVINO's fp32 kernels"

@@ -57,12 +57,12 @@ def test_capped_cpu_gets_the_older_class_defaults(monkeypatch: pytest.MonkeyPatc
     """Under an AVX2 cap rerankd's choices see no AVX-512 and no AMX: fp32 by default, neither kernel, and
     ``rerankd info`` says the cap is why."""
     from rerankd.backends import cpu_attention, residual_fp32
-    from rerankd.device import default_dtype, explain_dtype
+    from rerankd.device import cpu_has_fast_bf16, default_dtype, explain_dtype
 
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     flags = hardware.cpu_info().flags
     assert not {f for f in flags if f.startswith(("avx512", "amx"))}
-    assert not hardware.cpu_info().fast_bf16
+    assert not cpu_has_fast_bf16()
     assert default_dtype("cpu") == "float32"
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in explain_dtype("cpu", "float32", requested=False)
     assert not cpu_attention.NEEDED_FLAGS <= hardware.cpu_flags()

@@ -32,13 +32,16 @@ def cpu_has_fast_bf16() -> bool:
     from rerankd.hardware import cpu_info
 
     flags = cpu_info().flags
-    if "amx_bf16" in flags:
-        return True
-    if "avx512_bf16" not in flags:
-        return False
+    if not probe_decides_bf16(flags):
+        return "amx_bf16" in flags
     from rerankd.gemm_rates import bf16_speedup
 
     return bf16_speedup() >= BF16_WORTH_IT
+
+
+def probe_decides_bf16(flags: frozenset[str]) -> bool:
+    """Where the flags alone cannot say whether bf16 pays: AVX512-BF16 without AMX."""
+    return "avx512_bf16" in flags and "amx_bf16" not in flags
 
 
 def resolve_device(device: str | None) -> str:
@@ -98,7 +101,7 @@ def explain_dtype(device: str, dtype: str, requested: bool) -> str:
     native = sorted({"amx_bf16", "avx512_bf16"} & flags)
     capped = f", instruction set capped at ONEDNN_MAX_CPU_ISA={isa_cap()}" if isa_cap() else ""
     measured = ""
-    if "avx512_bf16" in flags and "amx_bf16" not in flags:
+    if probe_decides_bf16(flags):
         from rerankd.gemm_rates import measured_rates
 
         rates = measured_rates()

@@ -59,10 +59,6 @@ class CpuInfo:
     physical_cores: int
     usable_cores: int
 
-    @property
-    def fast_bf16(self) -> bool:
-        """True where the CPU multiplies bf16 natively (AMX-BF16 or AVX512-BF16)."""
-        return bool({"amx_bf16", "avx512_bf16"} & self.flags)
 
 
 @functools.lru_cache(maxsize=1)

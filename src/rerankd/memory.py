@@ -74,8 +74,8 @@ class ModelWeights:
     largest_tensor: int
     file_bytes_per_element: int
 
-    #: Input embedding tables loaded in ``mapped_dtype`` stay memory-mapped from the file
-    #: (``backends/weights.py``): only the rows a workload uses become resident.
+    #: Elements of the input embedding tables that stay memory-mapped from the file when the model is
+    #: loaded in the keyed dtype (``backends/weights.py``): only the rows a workload uses become resident.
     mapped_elements: dict[str, int] = field(default_factory=dict)
 
     def loaded_bytes(self, dtype: str) -> int:

@@ -40,7 +40,6 @@ _ROWS_PER_BLOCK = 8192
 #: Names of the input embedding tables that may stay mapped: lookups read only the rows in use.
 _EMBEDDING_TABLES = ("word_embeddings.weight", "embed_tokens.weight")
 _FILE_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
-_ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class _ConvertingSlice:
@@ -136,9 +135,11 @@ def stays_mapped(name: str, file_dtype: str, shape: Any, offset: int, target: st
     """Whether tensor ``name`` (safetensors dtype ``file_dtype``, first byte at ``offset`` of its file)
     stays mapped when loaded in ``target`` (``"float32"``, ``"bfloat16"``, ...): a large input embedding
     table already in that dtype, aligned to its elements (torch reads a mapped tensor in place)."""
+    from rerankd.memory import BYTES_PER_ELEMENT
+
     return (name.endswith(_EMBEDDING_TABLES) and _numel(shape) > _BLOCKWISE_ABOVE
             and target in _FILE_DTYPES.values() and _FILE_DTYPES.get(file_dtype) == target
-            and offset % _ELEMENT_BYTES[target] == 0)
+            and offset % BYTES_PER_ELEMENT[target] == 0)
 
 
 def mapped_tensor(file: Path, offset: int, shape: Any, dtype: Any) -> Any:
